@@ -1,0 +1,106 @@
+import http from 'node:http';
+import https from 'node:https';
+import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders } from 'node:http';
+import { RegistryRedirectError } from '../errors.js';
+import { isValidDigest } from '../routes.js';
+import type { BlobTarget } from '../types.js';
+
+/** The upstream's answer to the authorizing HEAD. */
+export type UpstreamVerdict =
+  /** 2xx (or the upstream's own redirect): the caller may read the blob and it exists there. */
+  | { readonly allowed: true; readonly size: number | undefined; readonly digest: string }
+  /** Anything else (401/403/404/5xx): not a yes. The real GET goes upstream and is relayed. */
+  | { readonly allowed: false; readonly status: number };
+
+// Headers never forwarded on the probe. Hop-by-hop headers are per connection. Range and the
+// conditional headers change the answer: distribution answers a ranged HEAD with 206/416 and a
+// conditional one with 304, so forwarding them would make resumes never look like a yes.
+const NOT_FORWARDED = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'content-length',
+  'expect',
+  'range',
+  'if-range',
+  'if-none-match',
+  'if-match',
+  'if-modified-since',
+  'if-unmodified-since',
+]);
+
+function probeHeaders(incoming: IncomingHttpHeaders): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  for (const name in incoming) {
+    if (!NOT_FORWARDED.has(name)) out[name] = incoming[name];
+  }
+  return out;
+}
+
+function isRedirect(status: number): boolean {
+  return status === 301 || status === 302 || status === 303 || status === 307 || status === 308;
+}
+
+export interface UpstreamAuthorizerOptions {
+  upstream: URL;
+  /** No response headers within this many milliseconds -> UPSTREAM_TIMEOUT. */
+  timeoutMs: number;
+  agent: http.Agent;
+}
+
+/**
+ * Asks the upstream, with the caller's own credentials, whether the caller may read this blob in
+ * this repository: `HEAD /v2/<name>/blobs/<digest>`. Only the upstream's positive answer for the
+ * same repository path counts; storage being global, a digest alone never proves anything.
+ */
+export function createUpstreamAuthorizer(opts: UpstreamAuthorizerOptions) {
+  const request = opts.upstream.protocol === 'https:' ? https.request : http.request;
+  const hostname = opts.upstream.hostname.replace(/^\[|\]$/g, '');
+  const port = opts.upstream.port || (opts.upstream.protocol === 'https:' ? 443 : 80);
+  const basePath = opts.upstream.pathname.replace(/\/+$/, '');
+
+  return function authorizeViaUpstream(req: IncomingMessage, target: BlobTarget, path: string): Promise<UpstreamVerdict> {
+    return new Promise<UpstreamVerdict>((resolve, reject) => {
+      let settled = false;
+      const probe = request({
+        hostname,
+        port,
+        method: 'HEAD',
+        path: basePath + path,
+        headers: probeHeaders(req.headers),
+        agent: opts.agent,
+      });
+      probe.setTimeout(opts.timeoutMs, () => {
+        if (settled) return;
+        settled = true;
+        probe.destroy();
+        reject(new RegistryRedirectError('UPSTREAM_TIMEOUT', `upstream did not answer the authorizing HEAD within ${opts.timeoutMs} ms`));
+      });
+      probe.on('error', (err) => {
+        if (settled) return;
+        settled = true;
+        reject(new RegistryRedirectError('UPSTREAM_UNREACHABLE', 'upstream registry unreachable', { cause: err }));
+      });
+      probe.on('response', (res) => {
+        settled = true;
+        res.resume();
+        const status = res.statusCode ?? 0;
+        if ((status >= 200 && status < 300) || isRedirect(status)) {
+          const stored = res.headers['docker-content-digest'];
+          const digest = typeof stored === 'string' && isValidDigest(stored) ? stored : target.digest;
+          const length = status < 300 ? Number(res.headers['content-length']) : Number.NaN;
+          resolve({ allowed: true, size: Number.isSafeInteger(length) && length >= 0 ? length : undefined, digest });
+        } else {
+          resolve({ allowed: false, status });
+        }
+      });
+      probe.end();
+    });
+  };
+}

@@ -1,0 +1,208 @@
+import http from 'node:http';
+import https from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createUpstreamAuthorizer } from './authorize/upstream.js';
+import { RegistryRedirectError, sendOciError } from './errors.js';
+import { errorForLog, silentLogger } from './log.js';
+import { createPassThrough, pathForLog } from './proxy.js';
+import { parseBlobPath } from './routes.js';
+import type {
+  BlobTarget,
+  EmbeddedAuthorize,
+  Logger,
+  RegistryRedirectMiddleware,
+  RegistryRedirectOptions,
+  SignedUrl,
+  Signer,
+} from './types.js';
+
+export const DEFAULT_TIMEOUTS = { authorize: 10_000, upstream: 60_000, signer: 5_000 } as const;
+
+type Next = (err?: unknown) => void;
+
+/** What the authorize step concluded for one blob GET. */
+type Grant = { size: number | undefined; digest: string };
+/** `deny`: not a yes, forward the real GET. `answered`: an error response was already written. */
+type AuthOutcome = Grant | 'deny' | 'answered';
+
+function validateOptions(options: RegistryRedirectOptions): void {
+  if (options === null || typeof options !== 'object') {
+    throw new RegistryRedirectError('CONFIG_INVALID', 'registryRedirect(options): options must be an object');
+  }
+  const known = new Set(['upstream', 'signer', 'authorize', 'onSignerError', 'timeouts', 'logger']);
+  for (const key of Object.keys(options)) {
+    if (!known.has(key)) {
+      throw new RegistryRedirectError('CONFIG_INVALID', `registryRedirect: unknown option "${key}"; known options are ${[...known].join(', ')}`);
+    }
+  }
+  if (!options.signer || typeof options.signer.sign !== 'function' || typeof options.signer.name !== 'string') {
+    throw new RegistryRedirectError('CONFIG_INVALID', 'registryRedirect: `signer` is required: pass a signer such as azureSigner({ account, accountKey, container })');
+  }
+  if (options.upstream === undefined && typeof options.authorize !== 'function') {
+    throw new RegistryRedirectError(
+      'CONFIG_INVALID',
+      'registryRedirect: set `upstream` (proxy mode, e.g. "http://127.0.0.1:5000") or `authorize` (embedded mode: (req, {repository, digest}) => ({ size }) | undefined)',
+    );
+  }
+  if (options.upstream !== undefined && options.authorize !== undefined) {
+    throw new RegistryRedirectError('CONFIG_INVALID', 'registryRedirect: `upstream` and `authorize` exclude each other: the upstream authorizes in proxy mode');
+  }
+  if (options.onSignerError !== undefined && options.onSignerError !== 'proxy' && options.onSignerError !== 'error') {
+    throw new RegistryRedirectError('CONFIG_INVALID', `registryRedirect: onSignerError must be "proxy" or "error", got ${JSON.stringify(options.onSignerError)}`);
+  }
+  for (const [key, value] of Object.entries(options.timeouts ?? {})) {
+    if (!(key in DEFAULT_TIMEOUTS)) {
+      throw new RegistryRedirectError('CONFIG_INVALID', `registryRedirect: unknown timeouts.${key}; known: ${Object.keys(DEFAULT_TIMEOUTS).join(', ')}`);
+    }
+    if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+      throw new RegistryRedirectError('CONFIG_INVALID', `registryRedirect: timeouts.${key} must be a positive number of milliseconds, got ${JSON.stringify(value)}`);
+    }
+  }
+}
+
+/** Parses and checks the upstream URL once, at construction. */
+export function parseUpstream(upstream: string | URL): URL {
+  let url: URL;
+  try {
+    url = new URL(upstream);
+  } catch (cause) {
+    throw new RegistryRedirectError('CONFIG_INVALID', `upstream: ${JSON.stringify(String(upstream))} is not a URL; write e.g. "http://127.0.0.1:5000"`, { cause });
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new RegistryRedirectError('CONFIG_INVALID', `upstream: protocol ${url.protocol} is not supported; write an http:// or https:// URL`);
+  }
+  if (url.search || url.hash || url.username || url.password) {
+    throw new RegistryRedirectError('CONFIG_INVALID', 'upstream: write only scheme, host, port and optional path (no query, fragment or credentials)');
+  }
+  return url;
+}
+
+/** Races a maybe-promise against a timer. Synchronous results skip the timer entirely. */
+function withSignerTimeout(result: SignedUrl | Promise<SignedUrl>, ms: number): SignedUrl | Promise<SignedUrl> {
+  if (!(result instanceof Promise)) return result;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new RegistryRedirectError('SIGNER_TIMEOUT', `signer did not answer within ${ms} ms`)), ms);
+    timer.unref();
+  });
+  return Promise.race([result, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Writes the redirect. `writeHead` with a fixed header set: no Express `res.redirect`. */
+function sendRedirect(res: ServerResponse, location: string, digest: string): void {
+  res.writeHead(307, {
+    Location: location,
+    'Docker-Content-Digest': digest,
+    'Docker-Distribution-API-Version': 'registry/2.0',
+    'Content-Length': '0',
+    'Cache-Control': 'no-store',
+  });
+  res.end();
+}
+
+function isValidLocation(url: unknown): url is string {
+  return typeof url === 'string' && (url.startsWith('https://') || url.startsWith('http://')) && !/[\r\n]/.test(url);
+}
+
+/**
+ * Creates the blob-redirect middleware.
+ *
+ * Proxy mode (`upstream` set): `GET /v2/<name>/blobs/<digest>` is authorized by a HEAD to the
+ * upstream with the caller's credentials and answered with a 307 to a signed URL; every other
+ * request is streamed to the upstream. Embedded mode (`authorize` set): the host registry's hook
+ * authorizes, and everything not redirected goes to `next()`.
+ *
+ * @example
+ * ```ts
+ * app.use(registryRedirect({ upstream: 'http://127.0.0.1:5000', signer: azureSigner({ account, accountKey, container: 'registry' }) }));
+ * ```
+ */
+export function registryRedirect(options: RegistryRedirectOptions): RegistryRedirectMiddleware {
+  validateOptions(options);
+  const signer: Signer = options.signer;
+  const logger: Logger = options.logger ?? silentLogger;
+  const onSignerError = options.onSignerError ?? 'proxy';
+  const timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
+
+  const upstream = options.upstream === undefined ? undefined : parseUpstream(options.upstream);
+  const agent = upstream
+    ? new (upstream.protocol === 'https:' ? https.Agent : http.Agent)({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64 })
+    : undefined;
+  const passThrough = upstream && agent ? createPassThrough({ upstream, timeoutMs: timeouts.upstream, agent, logger }) : undefined;
+  const probe = upstream && agent ? createUpstreamAuthorizer({ upstream, timeoutMs: timeouts.authorize, agent }) : undefined;
+  const embedded: EmbeddedAuthorize | undefined = options.authorize;
+
+  /** Hand the request on unchanged: to the upstream (proxy mode) or the host app (embedded). */
+  function forward(req: IncomingMessage, res: ServerResponse, next: Next | undefined): void {
+    if (passThrough) passThrough(req, res);
+    else if (next) next();
+    else sendOciError(res, 404, 'DENIED', 'not handled');
+  }
+
+  async function authorize(req: IncomingMessage, res: ServerResponse, target: BlobTarget, path: string): Promise<AuthOutcome> {
+    if (probe) {
+      try {
+        const verdict = await probe(req, target, path);
+        return verdict.allowed ? { size: verdict.size, digest: verdict.digest } : 'deny';
+      } catch (err) {
+        // Fail closed: no answer from the upstream is never a yes.
+        const timeout = err instanceof RegistryRedirectError && err.code === 'UPSTREAM_TIMEOUT';
+        logger.warn({ err: errorForLog(err), repository: target.repository, digest: target.digest }, 'authorizing HEAD failed');
+        if (timeout) sendOciError(res, 504, 'UNAVAILABLE', 'upstream registry did not answer in time', { timeoutMs: timeouts.authorize });
+        else sendOciError(res, 502, 'UNAVAILABLE', 'upstream registry unreachable');
+        return 'answered';
+      }
+    }
+    const grant = await embedded!(req, target);
+    if (!grant) return 'deny';
+    const size = typeof grant.size === 'number' && Number.isSafeInteger(grant.size) && grant.size >= 0 ? grant.size : undefined;
+    return { size, digest: grant.digest ?? target.digest };
+  }
+
+  async function handleBlobGet(req: IncomingMessage, res: ServerResponse, next: Next | undefined, target: BlobTarget): Promise<void> {
+    const grant = await authorize(req, res, target, pathForLog(req.url));
+    if (grant === 'answered') return;
+    if (grant === 'deny') {
+      // Not a yes: the upstream (or host registry) answers the real GET itself, unchanged.
+      forward(req, res, next);
+      return;
+    }
+    let signed: SignedUrl;
+    try {
+      signed = await withSignerTimeout(signer.sign({ repository: target.repository, digest: grant.digest, method: 'GET', size: grant.size }), timeouts.signer);
+      if (!isValidLocation(signed?.url)) {
+        throw new RegistryRedirectError('SIGNER_FAILED', `signer "${signer.name}" returned no absolute http(s) URL`);
+      }
+    } catch (err) {
+      logger.warn(
+        { err: errorForLog(err), signer: signer.name, repository: target.repository, digest: target.digest, fallback: onSignerError },
+        'signer failed',
+      );
+      if (onSignerError === 'error') sendOciError(res, 503, 'UNAVAILABLE', 'blob storage signer unavailable');
+      else forward(req, res, next);
+      return;
+    }
+    sendRedirect(res, signed.url, grant.digest);
+    logger.debug({ repository: target.repository, digest: grant.digest, signer: signer.name }, 'redirected');
+  }
+
+  const middleware = (req: IncomingMessage, res: ServerResponse, next?: Next): void => {
+    const target = req.method === 'GET' && req.url ? parseBlobPath(req.url) : undefined;
+    if (!target) {
+      forward(req, res, next);
+      return;
+    }
+    handleBlobGet(req, res, next, target).catch((err: unknown) => {
+      logger.error({ err: errorForLog(err), repository: target.repository }, 'blob redirect failed');
+      if (!res.headersSent) forward(req, res, next);
+      else res.destroy();
+    });
+  };
+
+  return Object.assign(middleware, {
+    async close(): Promise<void> {
+      agent?.destroy();
+      await signer.close?.();
+    },
+  });
+}

@@ -1,0 +1,70 @@
+import type http from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createProxyMiddleware } from 'http-proxy-middleware';
+import { sendOciError } from './errors.js';
+import { errorForLog } from './log.js';
+import type { Logger } from './types.js';
+
+export interface PassThroughOptions {
+  upstream: URL;
+  /** Upstream response headers must arrive within this many milliseconds, else 504. */
+  timeoutMs: number;
+  agent: http.Agent;
+  logger: Logger;
+}
+
+export type PassThrough = (req: IncomingMessage, res: ServerResponse) => void;
+
+const TIMEOUT_CODES = new Set(['ETIMEDOUT', 'ESOCKETTIMEDOUT', 'UND_ERR_HEADERS_TIMEOUT']);
+
+/**
+ * Streams a request to the upstream and its response back, byte for byte (http-proxy-middleware).
+ * `Host` is kept and `X-Forwarded-Host/-Proto/-For` are set, so the registry builds upload
+ * `Location`s that point at this proxy. Failures become OCI error JSON: 504 when the upstream did
+ * not answer in time, 502 when it could not be reached; a response already under way is reset.
+ */
+export function createPassThrough(opts: PassThroughOptions): PassThrough {
+  // The proxy request of each client request whose upstream timer fired: its error is a 504.
+  const timedOut = new WeakSet<IncomingMessage>();
+  const proxy = createProxyMiddleware<IncomingMessage, ServerResponse>({
+    target: opts.upstream.href,
+    changeOrigin: false,
+    xfwd: true,
+    ejectPlugins: true,
+    proxyTimeout: opts.timeoutMs,
+    agent: opts.agent,
+    on: {
+      proxyReq: (proxyReq, req) => {
+        proxyReq.once('timeout', () => timedOut.add(req));
+      },
+      error: (err, req, res) => {
+        if (!('writeHead' in res)) {
+          res.destroy();
+          return;
+        }
+        const code = (err as NodeJS.ErrnoException).code ?? '';
+        const timeout = timedOut.has(req) || TIMEOUT_CODES.has(code);
+        opts.logger.warn(
+          { err: errorForLog(err), method: req.method, path: pathForLog(req.url) },
+          timeout ? 'upstream timed out' : 'upstream unreachable',
+        );
+        if (timeout) {
+          sendOciError(res, 504, 'UNAVAILABLE', 'upstream registry did not answer in time', { timeoutMs: opts.timeoutMs });
+        } else {
+          sendOciError(res, 502, 'UNAVAILABLE', 'upstream registry unreachable', { reason: code || 'error' });
+        }
+      },
+    },
+  });
+  return (req, res) => {
+    // http-proxy-middleware reports failures through `on.error`; its promise never rejects here.
+    void proxy(req, res);
+  };
+}
+
+/** The path of a request URL without the query string (queries may carry upload state). */
+export function pathForLog(url: string | undefined): string {
+  if (!url) return '';
+  const q = url.indexOf('?');
+  return q < 0 ? url : url.slice(0, q);
+}

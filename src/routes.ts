@@ -1,0 +1,56 @@
+import type { BlobTarget } from './types.js';
+
+// OCI distribution-spec grammar. The spec writes a component as
+// `[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*`; `[-]*` may be empty there, which nests two `+`
+// quantifiers and backtracks exponentially on a near-miss. `-+` accepts exactly the same names.
+const NAME_COMPONENT = '[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*';
+const NAME_RE = new RegExp(`^${NAME_COMPONENT}(?:/${NAME_COMPONENT})*$`);
+const HEX_RE = /^[a-f0-9]+$/;
+
+/** Longest repository name the spec allows (names must be shorter than 256 characters). */
+export const MAX_NAME_LENGTH = 255;
+
+const DIGEST_HEX_LENGTH: Readonly<Record<string, number>> = { sha256: 64, sha512: 128 };
+
+const BLOBS = '/blobs/';
+const PREFIX = '/v2/';
+
+/** True when `name` is a valid OCI repository name. */
+export function isValidRepositoryName(name: string): boolean {
+  return name.length > 0 && name.length <= MAX_NAME_LENGTH && NAME_RE.test(name);
+}
+
+/**
+ * True when `digest` is `sha256:<64 lowercase hex>` or `sha512:<128 lowercase hex>`. Other
+ * algorithms are valid in the spec but are never redirected: object keys are built from digests,
+ * so only the registered algorithms with a fixed, safe alphabet are accepted.
+ */
+export function isValidDigest(digest: string): boolean {
+  const colon = digest.indexOf(':');
+  if (colon < 0) return false;
+  const expected = DIGEST_HEX_LENGTH[digest.slice(0, colon)];
+  return expected !== undefined && digest.length - colon - 1 === expected && HEX_RE.test(digest.slice(colon + 1));
+}
+
+/**
+ * Parses the path of `GET /v2/<name>/blobs/<digest>[?query]`. Returns `undefined` for anything
+ * else (uploads, manifests, malformed or percent-encoded names), which is then passed through
+ * untouched so the upstream gives its own answer.
+ */
+export function parseBlobPath(url: string): BlobTarget | undefined {
+  if (!url.startsWith(PREFIX)) return undefined;
+  const q = url.indexOf('?');
+  const path = q < 0 ? url : url.slice(0, q);
+  const at = path.lastIndexOf(BLOBS);
+  if (at <= PREFIX.length) return undefined;
+  const digest = path.slice(at + BLOBS.length);
+  if (!isValidDigest(digest)) return undefined;
+  const repository = path.slice(PREFIX.length, at);
+  if (!isValidRepositoryName(repository)) return undefined;
+  return { repository, digest };
+}
+
+/** The canonical path of a blob; `parseBlobPath(blobPath(t))` equals `t`. */
+export function blobPath(target: BlobTarget): string {
+  return `${PREFIX}${target.repository}${BLOBS}${target.digest}`;
+}

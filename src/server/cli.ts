@@ -1,0 +1,92 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { pino } from 'pino';
+import { RegistryRedirectError } from '../errors.js';
+import { loadConfig } from './config.js';
+import { startServer } from './server.js';
+
+const USAGE = `registry-redirect: 307 blob redirects to signed storage URLs in front of any OCI registry
+
+Usage:
+  registry-redirect serve --config FILE.yaml   run the reverse proxy
+  registry-redirect --version                  print the version
+  registry-redirect --help                     this text
+
+See README.md for the config schema.`;
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+async function serve(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } }, strict: true });
+  if (values.help) {
+    console.log('Usage: registry-redirect serve --config FILE.yaml\n\nRuns the reverse proxy. SIGTERM/SIGINT: stop accepting, finish in-flight requests, exit 0.');
+    return 0;
+  }
+  if (!values.config) {
+    console.error('registry-redirect serve: --config FILE.yaml is required (see README.md "Configuration")');
+    return 2;
+  }
+  const config = loadConfig(values.config);
+  const logger = pino({ level: config.log.level, base: { name: 'registry-redirect' } });
+  const running = await startServer(config, logger);
+  logger.info({ listen: running.url, upstream: config.upstream.origin, signer: config.signer.name }, 'registry-redirect listening');
+
+  return new Promise<number>((resolve) => {
+    const stop = (signal: NodeJS.Signals) => {
+      logger.info({ signal }, 'shutting down');
+      running.close().then(
+        () => resolve(0),
+        (err: unknown) => {
+          logger.error({ err: String(err) }, 'shutdown failed');
+          resolve(1);
+        },
+      );
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'serve':
+        return await serve(rest);
+      case '--version':
+      case '-v':
+      case 'version':
+        console.log(version());
+        return 0;
+      case undefined:
+      case '--help':
+      case '-h':
+      case 'help':
+        console.log(USAGE);
+        return command === undefined ? 2 : 0;
+      default:
+        console.error(`registry-redirect: unknown command "${command}"\n\n${USAGE}`);
+        return 2;
+    }
+  } catch (err) {
+    if (err instanceof RegistryRedirectError && err.code === 'CONFIG_INVALID') {
+      console.error(`registry-redirect: invalid configuration:\n${err.message}`);
+      return 1;
+    }
+    if (err instanceof TypeError && (err as NodeJS.ErrnoException).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+      console.error(`registry-redirect: ${err.message}\n\n${USAGE}`);
+      return 2;
+    }
+    console.error(`registry-redirect: ${err instanceof Error ? err.message : String(err)}`);
+    return 1;
+  }
+}
+
+main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+  // Let pino flush; the server is closed, so the event loop drains and the process exits.
+});

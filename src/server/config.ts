@@ -1,0 +1,131 @@
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { parseDuration } from '../duration.js';
+import { RegistryRedirectError } from '../errors.js';
+import { parseUpstream } from '../middleware.js';
+import type { Signer } from '../types.js';
+import { signerFromConfig } from './signer-config.js';
+import { parseConfigPart } from './validate.js';
+
+const duration = (example: string) =>
+  z.union([z.string(), z.number()], { error: `write a duration, e.g. "${example}"` });
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+const fileSchema = z
+  .object({
+    listen: z.string({ error: 'write host:port, e.g. "0.0.0.0:8080" or "127.0.0.1:15080"' }).optional(),
+    upstream: z.string({ error: 'write the upstream registry URL, e.g. "http://127.0.0.1:5000"' }),
+    signer: z.unknown().optional(),
+    expiry: duration('20m').optional(),
+    onSignerError: z.enum(['proxy', 'error'], { error: 'write "proxy" (serve the blob from upstream, default) or "error" (answer 503)' }).optional(),
+    timeouts: z
+      .object({
+        authorize: duration('10s').optional(),
+        upstream: duration('60s').optional(),
+        signer: duration('5s').optional(),
+        shutdown: duration('10s').optional(),
+        headers: duration('60s').optional(),
+      })
+      .strict()
+      .optional(),
+    log: z
+      .object({ level: z.enum(LOG_LEVELS, { error: `write one of ${LOG_LEVELS.join(', ')}` }).optional() })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
+/** A validated, ready-to-use server configuration. */
+export interface ServerConfig {
+  listen: { host: string; port: number };
+  upstream: URL;
+  signer: Signer;
+  expiryMs: number;
+  onSignerError: 'proxy' | 'error';
+  timeouts: { authorize: number; upstream: number; signer: number; shutdown: number; headers: number };
+  log: { level: (typeof LOG_LEVELS)[number] };
+}
+
+const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
+
+/** Replaces `${VAR}` in every string of the parsed YAML with the environment's value. */
+export function expandEnv(value: unknown, env: NodeJS.ProcessEnv, path = ''): unknown {
+  if (typeof value === 'string') {
+    return value.replace(ENV_REF, (_, name: string) => {
+      const v = env[name];
+      if (v === undefined) {
+        throw new RegistryRedirectError('CONFIG_INVALID', `${path || '(value)'}: environment variable ${name} is not set; export it or write the value in place of \${${name}}`);
+      }
+      return v;
+    });
+  }
+  if (Array.isArray(value)) return value.map((v, i) => expandEnv(v, env, `${path}[${i}]`));
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, expandEnv(v, env, path ? `${path}.${k}` : k)]));
+  }
+  return value;
+}
+
+/** Parses `host:port`, `:port` or `[v6]:port`. */
+export function parseListen(text: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]*)):(\d{1,5})$/.exec(text.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) {
+    throw new RegistryRedirectError('CONFIG_INVALID', `listen: ${JSON.stringify(text)} is not host:port; write e.g. "0.0.0.0:8080", "127.0.0.1:15080" or ":8080"`);
+  }
+  return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
+}
+
+/** Validates a parsed (and env-expanded) config object. */
+export function buildConfig(raw: unknown): ServerConfig {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new RegistryRedirectError('CONFIG_INVALID', 'config: the file must be a YAML mapping with at least `upstream` and `signer`');
+  }
+  const file = parseConfigPart(fileSchema, raw, '');
+  if (file.signer === undefined) {
+    throw new RegistryRedirectError('CONFIG_INVALID', 'signer: missing; write e.g. "signer: { azure: { account: myaccount, container: registry } }"');
+  }
+  const expiryMs = file.expiry === undefined ? 20 * 60_000 : parseDuration(file.expiry, 'expiry');
+  const t = file.timeouts ?? {};
+  const ms = (v: string | number | undefined, key: string, dflt: number) => (v === undefined ? dflt : parseDuration(v, `timeouts.${key}`));
+  let upstream: URL;
+  try {
+    upstream = parseUpstream(file.upstream);
+  } catch (err) {
+    throw err instanceof RegistryRedirectError ? err : new RegistryRedirectError('CONFIG_INVALID', String(err));
+  }
+  return {
+    listen: parseListen(file.listen ?? ':8080'),
+    upstream,
+    signer: signerFromConfig(file.signer, 'signer', { expiryMs }),
+    expiryMs,
+    onSignerError: file.onSignerError ?? 'proxy',
+    timeouts: {
+      authorize: ms(t.authorize, 'authorize', 10_000),
+      upstream: ms(t.upstream, 'upstream', 60_000),
+      signer: ms(t.signer, 'signer', 5_000),
+      shutdown: ms(t.shutdown, 'shutdown', 10_000),
+      headers: ms(t.headers, 'headers', 60_000),
+    },
+    log: { level: file.log?.level ?? 'info' },
+  };
+}
+
+/** Reads, env-expands and validates a YAML config file. */
+export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): ServerConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (cause) {
+    throw new RegistryRedirectError('CONFIG_INVALID', `--config: cannot read ${path}: ${(cause as Error).message}`, { cause });
+  }
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (cause) {
+    throw new RegistryRedirectError('CONFIG_INVALID', `${path}: not valid YAML: ${(cause as Error).message}`, { cause });
+  }
+  return buildConfig(expandEnv(raw, env));
+}
