@@ -33,31 +33,35 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
     ejectPlugins: true,
     proxyTimeout: opts.timeoutMs,
     agent: opts.agent,
-    on: {
-      proxyReq: (proxyReq, req) => {
-        proxyReq.once('timeout', () => timedOut.add(req));
+    // `ejectPlugins` drops the default plugins, including the one that wires `on:` handlers, so
+    // ours are attached here. Without an 'error' listener, httpxy's emit would throw.
+    plugins: [
+      (proxyServer) => {
+        proxyServer.on('proxyReq', (proxyReq, req) => {
+          proxyReq.once('timeout', () => timedOut.add(req));
+        });
+        proxyServer.on('error', (err, req, res) => {
+          if (!req || !res || !('writeHead' in res)) {
+            res?.destroy();
+            return;
+          }
+          const code = (err as NodeJS.ErrnoException).code ?? '';
+          const timeout = timedOut.has(req) || TIMEOUT_CODES.has(code);
+          opts.logger.warn(
+            { err: errorForLog(err), method: req.method, path: pathForLog(req.url) },
+            timeout ? 'upstream timed out' : 'upstream unreachable',
+          );
+          if (timeout) {
+            sendOciError(res, 504, 'UNAVAILABLE', 'upstream registry did not answer in time', { timeoutMs: opts.timeoutMs });
+          } else {
+            sendOciError(res, 502, 'UNAVAILABLE', 'upstream registry unreachable', { reason: code || 'error' });
+          }
+        });
       },
-      error: (err, req, res) => {
-        if (!('writeHead' in res)) {
-          res.destroy();
-          return;
-        }
-        const code = (err as NodeJS.ErrnoException).code ?? '';
-        const timeout = timedOut.has(req) || TIMEOUT_CODES.has(code);
-        opts.logger.warn(
-          { err: errorForLog(err), method: req.method, path: pathForLog(req.url) },
-          timeout ? 'upstream timed out' : 'upstream unreachable',
-        );
-        if (timeout) {
-          sendOciError(res, 504, 'UNAVAILABLE', 'upstream registry did not answer in time', { timeoutMs: opts.timeoutMs });
-        } else {
-          sendOciError(res, 502, 'UNAVAILABLE', 'upstream registry unreachable', { reason: code || 'error' });
-        }
-      },
-    },
+    ],
   });
   return (req, res) => {
-    // http-proxy-middleware reports failures through `on.error`; its promise never rejects here.
+    // Failures reach the 'error' listener above; the promise itself never rejects then.
     void proxy(req, res);
   };
 }
