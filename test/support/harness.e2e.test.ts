@@ -4,7 +4,7 @@
  * recording front, and copying the registry's blobs into Azure storage.
  */
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { appendFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,10 +18,13 @@ import { startRegistry } from './registry.js';
 import type { RunningRegistry } from './registry.js';
 import { copyRegistryBlobsToAzure, registryBlobKey } from './seed-storage.js';
 import { skopeoPull, skopeoPush, verifyPulledDir } from './skopeo.js';
+import { makeTokenSigner, startTokenServer } from './token-auth.js';
+import type { RunningTokenServer } from './token-auth.js';
 
 const hasRegistry = requireBinary('docker-registry');
 const hasSkopeo = requireBinary('skopeo');
 const has = hasRegistry && hasSkopeo;
+const hasOpenssl = requireBinary('openssl');
 
 const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const CONTAINER = 'registry';
@@ -39,6 +42,29 @@ afterAll(async () => {
   await azurite?.stop();
   if (work) await rm(work, { recursive: true, force: true });
 }, 15_000);
+
+describe('harness helpers', () => {
+  it('requireBinary: false locally, throws on CI for a missing binary', () => {
+    const saved = process.env.CI;
+    try {
+      delete process.env.CI;
+      expect(requireBinary('rr-definitely-not-installed')).toBe(false);
+      process.env.CI = 'true';
+      expect(() => requireBinary('rr-definitely-not-installed')).toThrow(/CI is set/);
+    } finally {
+      if (saved === undefined) delete process.env.CI;
+      else process.env.CI = saved;
+    }
+  });
+
+  it('makeOciImage is deterministic', async () => {
+    const spec = { layers: [{ size: 300_000, seed: 'x' }, { size: 10 }] };
+    const a = await makeOciImage(join(work, 'det-a'), spec);
+    const b = await makeOciImage(join(work, 'det-b'), spec);
+    expect(b.manifestDigest).toBe(a.manifestDigest);
+    expect(a.layers[0]?.size).toBeGreaterThan(300_000); // incompressible
+  });
+});
 
 describe('Azurite behind the recording front', () => {
   const blobName = 'sas-check/hello.bin';
@@ -130,6 +156,14 @@ describe.skipIf(!has)('distribution (htpasswd) + skopeo + Azure copy', () => {
     const v = await verifyPulledDir(out, image);
     expect(v.problems).toEqual([]);
     expect(v.manifestMatches).toBe(true);
+
+    // negative control: verifyPulledDir notices a corrupted layer
+    const big = image.layers[0];
+    if (!big) throw new Error('image has no layers');
+    await appendFile(join(out, big.digest.slice('sha256:'.length)), 'x');
+    const bad = await verifyPulledDir(out, image);
+    expect(bad.ok).toBe(false);
+    expect(bad.problems.join('\n')).toContain(big.digest);
   }, 25_000);
 
   it('refuses an anonymous pull (401)', async () => {
@@ -172,4 +206,57 @@ describe.skipIf(!has)('distribution (htpasswd) + skopeo + Azure copy', () => {
     expect(azurite.requests.map((r) => r.status)).toEqual([200, 403]);
     expect(azurite.requests.some((r) => r.headers.authorization !== undefined)).toBe(false);
   }, 20_000);
+});
+
+describe.skipIf(!has || !hasOpenssl)('distribution (token auth) + skopeo', () => {
+  let tokens: RunningTokenServer;
+  let registry: RunningRegistry;
+  let image: OciImage;
+
+  beforeAll(async () => {
+    tokens = await startTokenServer({ users: { [creds.username]: creds.password } });
+    [registry, image] = await Promise.all([
+      startRegistry({ auth: tokens.registryAuth }),
+      makeOciImage(join(work, 'image-token'), { layers: [{ size: 50_000, seed: 'tok' }] }),
+    ]);
+  }, 20_000);
+
+  afterAll(async () => {
+    await registry?.stop();
+    await tokens?.stop();
+  }, 10_000);
+
+  it('challenges with Bearer realm/service and verifies JWT signatures', async () => {
+    const res = await request(`${registry.url}/v2/`);
+    expect(res.status).toBe(401);
+    expect(res.headers['www-authenticate']).toBe(`Bearer realm="${tokens.realm}",service="${tokens.service}"`);
+
+    const good = tokens.signer.mint({ service: tokens.service, access: [] });
+    expect((await request(`${registry.url}/v2/`, { headers: { authorization: `Bearer ${good}` } })).status).toBe(200);
+
+    const other = await makeTokenSigner(tokens.issuer); // same issuer, untrusted key
+    try {
+      const forged = other.mint({ service: tokens.service, access: [] });
+      expect((await request(`${registry.url}/v2/`, { headers: { authorization: `Bearer ${forged}` } })).status).toBe(
+        401,
+      );
+    } finally {
+      await other.cleanup();
+    }
+  });
+
+  it('push and pull with credentials go through the token server; anonymous pull is denied', async () => {
+    const ref = `docker://${registry.hostPort}/team/tok:v1`;
+    const push = await skopeoPush(image, ref, creds, { timeoutMs: 15_000 });
+    expect(push.code, push.stderr).toBe(0);
+    const out = join(work, 'pulled-token');
+    const pull = await skopeoPull(ref, out, creds, { timeoutMs: 15_000 });
+    expect(pull.code, pull.stderr).toBe(0);
+    expect((await verifyPulledDir(out, image)).problems).toEqual([]);
+    expect(tokens.requests.some((r) => r.user === creds.username)).toBe(true);
+
+    const anon = await skopeoPull(ref, join(work, 'anon-token'), undefined, { timeoutMs: 15_000 });
+    expect(anon.code).not.toBe(0);
+    expect(anon.stderr).toMatch(/unauthorized|authentication required|denied/i);
+  }, 35_000);
 });
