@@ -1,6 +1,9 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createEmbeddedAuthorizer } from './authorize/embedded.js';
+import type { Authorizer, Grant } from './authorize/types.js';
+
 import { createUpstreamAuthorizer } from './authorize/upstream.js';
 import { RegistryRedirectError, sendOciError } from './errors.js';
 import { errorForLog, silentLogger } from './log.js';
@@ -8,7 +11,6 @@ import { createPassThrough, pathForLog } from './proxy.js';
 import { parseBlobPath } from './routes.js';
 import type {
   BlobTarget,
-  EmbeddedAuthorize,
   Logger,
   RegistryRedirectMiddleware,
   RegistryRedirectOptions,
@@ -20,10 +22,6 @@ export const DEFAULT_TIMEOUTS = { authorize: 10_000, upstream: 60_000, signer: 5
 
 type Next = (err?: unknown) => void;
 
-/** What the authorize step concluded for one blob GET. */
-type Grant = { size: number | undefined; digest: string };
-/** `deny`: not a yes, forward the real GET. `answered`: an error response was already written. */
-type AuthOutcome = Grant | 'deny' | 'answered';
 
 function validateOptions(options: RegistryRedirectOptions): void {
   if (options === null || typeof options !== 'object') {
@@ -129,34 +127,16 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
     ? new (upstream.protocol === 'https:' ? https.Agent : http.Agent)({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64 })
     : undefined;
   const passThrough = upstream && agent ? createPassThrough({ upstream, timeoutMs: timeouts.upstream, agent, logger }) : undefined;
-  const probe = upstream && agent ? createUpstreamAuthorizer({ upstream, timeoutMs: timeouts.authorize, agent }) : undefined;
-  const embedded: EmbeddedAuthorize | undefined = options.authorize;
+  const authorize: Authorizer =
+    upstream && agent
+      ? createUpstreamAuthorizer({ upstream, timeoutMs: timeouts.authorize, agent, logger })
+      : createEmbeddedAuthorizer(options.authorize!);
 
   /** Hand the request on unchanged: to the upstream (proxy mode) or the host app (embedded). */
   function forward(req: IncomingMessage, res: ServerResponse, next: Next | undefined): void {
     if (passThrough) passThrough(req, res);
     else if (next) next();
     else sendOciError(res, 404, 'DENIED', 'not handled');
-  }
-
-  async function authorize(req: IncomingMessage, res: ServerResponse, target: BlobTarget, path: string): Promise<AuthOutcome> {
-    if (probe) {
-      try {
-        const verdict = await probe(req, target, path);
-        return verdict.allowed ? { size: verdict.size, digest: verdict.digest } : 'deny';
-      } catch (err) {
-        // Fail closed: no answer from the upstream is never a yes.
-        const timeout = err instanceof RegistryRedirectError && err.code === 'UPSTREAM_TIMEOUT';
-        logger.warn({ err: errorForLog(err), repository: target.repository, digest: target.digest }, 'authorizing HEAD failed');
-        if (timeout) sendOciError(res, 504, 'UNAVAILABLE', 'upstream registry did not answer in time', { timeoutMs: timeouts.authorize });
-        else sendOciError(res, 502, 'UNAVAILABLE', 'upstream registry unreachable');
-        return 'answered';
-      }
-    }
-    const grant = await embedded!(req, target);
-    if (!grant) return 'deny';
-    const size = typeof grant.size === 'number' && Number.isSafeInteger(grant.size) && grant.size >= 0 ? grant.size : undefined;
-    return { size, digest: grant.digest ?? target.digest };
   }
 
   async function handleBlobGet(req: IncomingMessage, res: ServerResponse, next: Next | undefined, target: BlobTarget): Promise<void> {
@@ -167,6 +147,11 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
       forward(req, res, next);
       return;
     }
+    await redirectWith(signer, req, res, next, target, grant);
+  }
+
+  /** Signs and answers 307; a signer failure falls back per `onSignerError`. */
+  async function redirectWith(signer: Signer, req: IncomingMessage, res: ServerResponse, next: Next | undefined, target: BlobTarget, grant: Grant): Promise<void> {
     let signed: SignedUrl;
     try {
       signed = await withSignerTimeout(signer.sign({ repository: target.repository, digest: grant.digest, method: 'GET', size: grant.size }), timeouts.signer);

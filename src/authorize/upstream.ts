@@ -1,9 +1,11 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders } from 'node:http';
-import { RegistryRedirectError } from '../errors.js';
+import { RegistryRedirectError, sendOciError } from '../errors.js';
+import { errorForLog } from '../log.js';
 import { isValidDigest } from '../routes.js';
-import type { BlobTarget } from '../types.js';
+import type { BlobTarget, Logger } from '../types.js';
+import type { Authorizer } from './types.js';
 
 /** The upstream's answer to the authorizing HEAD. */
 export type UpstreamVerdict =
@@ -59,7 +61,7 @@ export interface UpstreamAuthorizerOptions {
  * this repository: `HEAD /v2/<name>/blobs/<digest>`. Only the upstream's positive answer for the
  * same repository path counts; storage being global, a digest alone never proves anything.
  */
-export function createUpstreamAuthorizer(opts: UpstreamAuthorizerOptions) {
+export function createUpstreamProbe(opts: UpstreamAuthorizerOptions) {
   const request = opts.upstream.protocol === 'https:' ? https.request : http.request;
   const hostname = opts.upstream.hostname.replace(/^\[|\]$/g, '');
   const port = opts.upstream.port || (opts.upstream.protocol === 'https:' ? 443 : 80);
@@ -102,5 +104,28 @@ export function createUpstreamAuthorizer(opts: UpstreamAuthorizerOptions) {
       });
       probe.end();
     });
+  };
+}
+
+/**
+ * Upstream mode: a 2xx (or the upstream's own redirect) on the HEAD probe is a grant; any other
+ * status is `deny`, so the real GET goes upstream and its answer is relayed. No answer at all
+ * fails closed with an OCI error: 504 on timeout, 502 when unreachable.
+ */
+export function createUpstreamAuthorizer(opts: UpstreamAuthorizerOptions & { logger: Logger }): Authorizer {
+  const probe = createUpstreamProbe(opts);
+  return async (req, res, target, path) => {
+    try {
+      const verdict = await probe(req, target, path);
+      return verdict.allowed ? { size: verdict.size, digest: verdict.digest } : 'deny';
+    } catch (err) {
+      opts.logger.warn({ err: errorForLog(err), repository: target.repository, digest: target.digest }, 'authorizing HEAD failed');
+      if (err instanceof RegistryRedirectError && err.code === 'UPSTREAM_TIMEOUT') {
+        sendOciError(res, 504, 'UNAVAILABLE', 'upstream registry did not answer in time', { timeoutMs: opts.timeoutMs });
+      } else {
+        sendOciError(res, 502, 'UNAVAILABLE', 'upstream registry unreachable');
+      }
+      return 'answered';
+    }
   };
 }
