@@ -8,7 +8,7 @@ import { registryRedirect } from '../../src/index.js';
 import { azureSigner } from '../../src/signers/azure.js';
 import type { Logger, RegistryRedirectOptions, Signer } from '../../src/types.js';
 import { BASIC, digestOf, startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
-import { AZURITE_KEY } from '../unit/azure-signer.test.js';
+import { AZURITE_KEY } from '../helpers/constants.js';
 
 const azure = azureSigner({ account: 'devstoreaccount1', accountKey: AZURITE_KEY, container: 'registry', endpoint: 'http://127.0.0.2:10000/devstoreaccount1' });
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { azureSigner } from '../../src/signers/azure.js';
 
-export const AZURITE_KEY = 'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==';
+import { AZURITE_KEY } from '../helpers/constants.js';
 const HEX = 'cd'.repeat(32);
 const req = { repository: 'library/alpine', digest: `sha256:${HEX}`, method: 'GET' as const };
 

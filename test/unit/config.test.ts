@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { buildConfig, expandEnv, loadConfig, parseListen } from '../../src/server/config.js';
-import { AZURITE_KEY } from './azure-signer.test.js';
+import { AZURITE_KEY } from '../helpers/constants.js';
 
 // The exact config the issue promises external checks (keys must keep working).
 const ISSUE_CONFIG = `
