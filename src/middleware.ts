@@ -160,7 +160,7 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
       }
     } catch (err) {
       logger.warn(
-        { err: errorForLog(err), signer: signer.name, repository: target.repository, digest: target.digest, fallback: onSignerError },
+        { error: errorForLog(err), signer: signer.name, repository: target.repository, digest: target.digest, fallback: onSignerError },
         'signer failed',
       );
       if (onSignerError === 'error') sendOciError(res, 503, 'UNAVAILABLE', 'blob storage signer unavailable');
@@ -178,7 +178,7 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
       return;
     }
     handleBlobGet(req, res, next, target).catch((err: unknown) => {
-      logger.error({ err: errorForLog(err), repository: target.repository }, 'blob redirect failed');
+      logger.error({ error: errorForLog(err), repository: target.repository }, 'blob redirect failed');
       if (!res.headersSent) forward(req, res, next);
       else res.destroy();
     });

@@ -48,7 +48,7 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
           const code = (err as NodeJS.ErrnoException).code ?? '';
           const timeout = timedOut.has(req) || TIMEOUT_CODES.has(code);
           opts.logger.warn(
-            { err: errorForLog(err), method: req.method, path: pathForLog(req.url) },
+            { error: errorForLog(err), method: req.method, path: pathForLog(req.url) },
             timeout ? 'upstream timed out' : 'upstream unreachable',
           );
           if (timeout) {

@@ -119,7 +119,7 @@ export function createUpstreamAuthorizer(opts: UpstreamAuthorizerOptions & { log
       const verdict = await probe(req, target, path);
       return verdict.allowed ? { size: verdict.size, digest: verdict.digest } : 'deny';
     } catch (err) {
-      opts.logger.warn({ err: errorForLog(err), repository: target.repository, digest: target.digest }, 'authorizing HEAD failed');
+      opts.logger.warn({ error: errorForLog(err), repository: target.repository, digest: target.digest }, 'authorizing HEAD failed');
       if (err instanceof RegistryRedirectError && err.code === 'UPSTREAM_TIMEOUT') {
         sendOciError(res, 504, 'UNAVAILABLE', 'upstream registry did not answer in time', { timeoutMs: opts.timeoutMs });
       } else {

@@ -1,0 +1,169 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { AZURITE_KEY } from '../helpers/constants.js';
+import { BASIC, digestOf, startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
+import { request, waitFor } from '../support/http.js';
+import { freePort } from '../support/ports.js';
+
+const CLI = new URL('../../dist/server/cli.js', import.meta.url).pathname;
+const dir = mkdtempSync(join(tmpdir(), 'rr-cli-'));
+
+interface Run {
+  child: ChildProcess;
+  stdout: () => string;
+  stderr: () => string;
+  exited: Promise<number | null>;
+}
+
+const running: Run[] = [];
+
+function run(args: string[], env: NodeJS.ProcessEnv = {}): Run {
+  const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const r = { child, stdout: () => out, stderr: () => err, exited };
+  running.push(r);
+  return r;
+}
+
+function config(name: string, text: string): string {
+  const file = join(dir, name);
+  writeFileSync(file, text);
+  return file;
+}
+
+function proxyConfig(port: number, upstream: string, extra = ''): string {
+  return `listen: 127.0.0.1:${port}
+upstream: ${upstream}
+signer:
+  azure:
+    account: devstoreaccount1
+    accountKey: \${AZURE_STORAGE_KEY}
+    container: registry
+    endpoint: http://127.0.0.2:10000/devstoreaccount1
+${extra}`;
+}
+
+async function startServe(upstream: string, extra = '', logLevel = 'info') {
+  const port = await freePort();
+  const file = config(`proxy-${port}.yaml`, proxyConfig(port, upstream, `${extra}\nlog:\n  level: ${logLevel}\n`));
+  const r = run(['serve', '--config', file], { AZURE_STORAGE_KEY: AZURITE_KEY });
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(async () => (await request(`${url}/healthz`, { timeoutMs: 500 }).catch(() => undefined))?.status === 200, {
+    timeoutMs: 15_000,
+    label: 'serve /healthz',
+    describe: () => r.stderr() + r.stdout(),
+  });
+  return { ...r, url };
+}
+
+let upstream: FakeUpstream;
+const BLOB = Buffer.from('hello blob');
+const DIGEST = digestOf(BLOB);
+
+beforeAll(async () => {
+  upstream = await startFakeUpstream();
+  upstream.blobs.set('team/app', new Map([[DIGEST, BLOB]]));
+});
+afterEach(() => upstream.override(undefined));
+afterAll(async () => {
+  for (const r of running) if (r.child.exitCode === null) r.child.kill('SIGKILL');
+  await upstream.close();
+});
+
+describe('registry-redirect CLI', () => {
+  it('--version prints the package version; --help exits 0; unknown command exits 2', async () => {
+    const v = run(['--version']);
+    expect(await v.exited).toBe(0);
+    expect(v.stdout().trim()).toMatch(/^\d+\.\d+\.\d+/);
+    const h = run(['--help']);
+    expect(await h.exited).toBe(0);
+    expect(h.stdout()).toContain('registry-redirect serve --config FILE.yaml');
+    const u = run(['frobnicate']);
+    expect(await u.exited).toBe(2);
+    expect(u.stderr()).toContain('unknown command "frobnicate"');
+  });
+
+  it('a bad config fails at start, naming the key and the fix (exit 1, nothing listening)', async () => {
+    const file = config('bad.yaml', proxyConfig(1, 'http://127.0.0.1:5000').replace('accountKey', 'acountKey'));
+    const r = run(['serve', '--config', file], { AZURE_STORAGE_KEY: AZURITE_KEY });
+    expect(await r.exited).toBe(1);
+    expect(r.stderr()).toContain('signer.azure.acountKey: unknown key; did you mean "accountKey"?');
+  });
+
+  it('a missing environment variable names the key', async () => {
+    const file = config('noenv.yaml', proxyConfig(1, 'http://127.0.0.1:5000'));
+    const r = run(['serve', '--config', file]);
+    expect(await r.exited).toBe(1);
+    expect(r.stderr()).toContain('signer.azure.accountKey: environment variable AZURE_STORAGE_KEY is not set');
+  });
+
+  it('serve without --config explains what to pass', async () => {
+    const r = run(['serve']);
+    expect(await r.exited).toBe(2);
+    expect(r.stderr()).toContain('--config FILE.yaml is required');
+  });
+
+  it('/healthz answers 200 without touching the upstream (upstream down)', async () => {
+    const s = await startServe('http://127.0.0.1:1');
+    const res = await request(`${s.url}/healthz`);
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.body.toString())).toEqual({ status: 'ok' });
+    s.child.kill('SIGTERM');
+    expect(await s.exited).toBe(0);
+  });
+
+  it('redirects through the real binary and never logs credentials or signatures', async () => {
+    const s = await startServe(upstream.url, '', 'debug');
+    const res = await request(`${s.url}/v2/team/app/blobs/${DIGEST}`, { headers: { Authorization: BASIC, Cookie: 'session=COOKIESECRET' } });
+    expect(res.status).toBe(307);
+    const sig = new URL(res.headers.location!).searchParams.get('sig')!;
+    // A failing path too: signer fine, upstream 401 for a wrong password.
+    await request(`${s.url}/v2/team/app/blobs/${DIGEST}`, { headers: { Authorization: 'Basic d3Jvbmc6V1JPTkdQQVNT' } });
+    s.child.kill('SIGTERM');
+    expect(await s.exited).toBe(0);
+    const logs = s.stdout() + s.stderr();
+    expect(logs).toContain('"msg":"redirected"');
+    for (const secret of [BASIC.slice(6), 'd3Jvbmc6V1JPTkdQQVNT', 'COOKIESECRET', sig, encodeURIComponent(sig), AZURITE_KEY]) {
+      expect(logs).not.toContain(secret);
+    }
+  });
+
+  it('SIGTERM: stops accepting, lets the in-flight request finish, exits 0', async () => {
+    upstream.override((req, res) => {
+      if (!req.url?.includes('/manifests/slow')) return false;
+      setTimeout(() => {
+        res.writeHead(200, { 'Content-Type': 'application/json' });
+        res.end('{"slow":true}');
+      }, 800);
+      return true;
+    });
+    const s = await startServe(upstream.url, 'timeouts:\n  shutdown: 10s');
+    const inflight = request(`${s.url}/v2/team/app/manifests/slow`, { headers: { Authorization: BASIC } });
+    await new Promise((r) => setTimeout(r, 200));
+    s.child.kill('SIGTERM');
+    const res = await inflight;
+    expect(res.status).toBe(200);
+    expect(res.body.toString()).toBe('{"slow":true}');
+    expect(await s.exited).toBe(0);
+    await expect(request(`${s.url}/healthz`, { timeoutMs: 1_000 })).rejects.toThrow();
+  });
+
+  it('SIGTERM with a request that outlives timeouts.shutdown: exits anyway (bounded)', async () => {
+    upstream.override((req) => req.url?.includes('/manifests/forever') ?? false);
+    const s = await startServe(upstream.url, 'timeouts:\n  shutdown: 500ms');
+    const inflight = request(`${s.url}/v2/team/app/manifests/forever`, { headers: { Authorization: BASIC }, timeoutMs: 10_000 }).catch((e: Error) => e);
+    await new Promise((r) => setTimeout(r, 200));
+    const t0 = Date.now();
+    s.child.kill('SIGTERM');
+    expect(await s.exited).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    expect(await inflight).toBeInstanceOf(Error);
+  });
+});
