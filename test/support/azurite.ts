@@ -123,7 +123,7 @@ function azuriteEnv(): NodeJS.ProcessEnv {
 }
 
 /** Path of Azurite's blob entry point, run with the current Node binary. */
-function azuriteBlobMain(): string {
+export function azuriteBlobMain(): string {
   const req = createRequire(import.meta.url);
   return join(dirname(req.resolve('azurite/package.json')), 'dist', 'src', 'blob', 'main.js');
 }
