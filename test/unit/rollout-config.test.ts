@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { buildConfig } from '../../src/server/config.js';
-import { AZURITE_KEY } from './azure-signer.test.js';
+import { AZURITE_ACCOUNT_KEY as AZURITE_KEY } from '../support/azurite.js';
 
 const azure = (container = 'registry') => ({ azure: { account: 'devstoreaccount1', accountKey: AZURITE_KEY, container } });
 
