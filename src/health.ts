@@ -1,3 +1,5 @@
+import http from 'node:http';
+import https from 'node:https';
 import { RegistryRedirectError } from './errors.js';
 import { errorForLog } from './log.js';
 import type { CompleteObserver } from './metrics.js';
@@ -113,26 +115,58 @@ export function validateHealthOptions(options: SignerHealthOptions | undefined, 
 }
 
 /**
+ * One bounded GET, body discarded; resolves with the status. node:http rather than fetch: fetch
+ * refuses the "bad ports" of the Fetch standard (6000, 10080, ...), where storage or a registry
+ * may well listen. Never follows redirects. Rejects on network errors and after `timeoutMs`.
+ */
+export function httpStatus(url: string, opts: { headers?: Record<string, string>; timeoutMs: number }): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let target: URL;
+    try {
+      target = new URL(url);
+    } catch (cause) {
+      reject(new RegistryRedirectError('SIGNER_FAILED', 'not a URL', { cause }));
+      return;
+    }
+    const get = target.protocol === 'https:' ? https.get : http.get;
+    const req = get(target, { headers: opts.headers, agent: false }, (res) => {
+      clearTimeout(timer);
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    const timer = setTimeout(() => req.destroy(new Error(`timed out after ${opts.timeoutMs} ms`)), opts.timeoutMs);
+    timer.unref();
+    req.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}
+
+/**
  * Probes storage through `signer`: signs the blob, fetches one byte of it. Used by the breaker and
  * usable on its own (e.g. by a `check` command).
  */
 export async function probeSigner(signer: Signer, probe: { repository: string; digest: string }, timeoutMs: number = DEFAULT_HEALTH.timeout): Promise<ProbeResult> {
   const started = performance.now();
   const ms = () => Math.round(performance.now() - started);
-  const signal = AbortSignal.timeout(timeoutMs);
+  const deadline = Date.now() + timeoutMs;
+  let timer: NodeJS.Timeout | undefined;
   try {
     const signed = await Promise.race([
       Promise.resolve(signer.sign({ repository: probe.repository, digest: probe.digest, method: 'GET' })),
-      new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(new RegistryRedirectError('SIGNER_TIMEOUT', `probe timed out after ${timeoutMs} ms`)), { once: true })),
-    ]);
-    const res = await fetch(signed.url, { headers: { range: 'bytes=0-0' }, redirect: 'manual', signal });
-    await res.body?.cancel().catch(() => {});
-    if (res.status >= 200 && res.status < 300) return { ok: true, status: res.status, ms: ms() };
-    return { ok: false, status: res.status, error: `storage answered ${res.status}`, ms: ms() };
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new RegistryRedirectError('SIGNER_TIMEOUT', `timed out after ${timeoutMs} ms`)), timeoutMs);
+        timer.unref();
+      }),
+    ]).finally(() => clearTimeout(timer));
+    const status = await httpStatus(signed.url, { headers: { range: 'bytes=0-0' }, timeoutMs: Math.max(1, deadline - Date.now()) });
+    if (status >= 200 && status < 300) return { ok: true, status, ms: ms() };
+    return { ok: false, status, error: `storage answered ${status}`, ms: ms() };
   } catch (err) {
-    const e = signal.aborted ? { message: `probe timed out after ${timeoutMs} ms` } : errorForLog(err);
-    const cause = (err as { cause?: { code?: unknown } }).cause?.code;
-    return { ok: false, error: typeof cause === 'string' ? `${e.message} (${cause})` : e.message, ms: ms() };
+    const e = errorForLog(err);
+    const code = (err as { code?: unknown }).code;
+    return { ok: false, error: typeof code === 'string' && !e.message.includes(code) ? `${e.message} (${code})` : e.message, ms: ms() };
   }
 }
 

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { SignerHealth } from '../health.js';
+import { httpStatus, type SignerHealth } from '../health.js';
 
 /** What `/readyz` reports. */
 export interface Readiness {
@@ -34,11 +34,8 @@ export function createReadinessHandler(opts: ReadinessOptions): (req: IncomingMe
     const href = new URL('v2/', upstream.href.endsWith('/') ? upstream.href : `${upstream.href}/`).href;
     if (cached && cached.href === href && Date.now() - cached.at < cacheMs) return Promise.resolve(cached.ok);
     if (pending && pending.href === href) return pending.promise;
-    const promise = fetch(href, { redirect: 'manual', signal: AbortSignal.timeout(timeoutMs) })
-      .then(async (r) => {
-        await r.body?.cancel().catch(() => {});
-        return r.status < 500;
-      })
+    const promise = httpStatus(href, { timeoutMs })
+      .then((status) => status < 500)
       .catch(() => false)
       .then((ok) => {
         cached = { href, at: Date.now(), ok };
