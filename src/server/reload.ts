@@ -80,7 +80,10 @@ export function createHotMiddleware(build: (config: ServerConfig) => RegistryRed
   };
 }
 
-/** What a reload did. */
+/**
+ * What a reload did: applied (`changed`: the file differs from the last one read; an unchanged
+ * file is applied anyway, e.g. to rebuild signers) or rejected with the validation error.
+ */
 export type ReloadResult = { ok: true; changed: boolean } | { ok: false; error: string };
 
 /** Settings a running process cannot change; a reload that changes them warns and keeps them. */
@@ -160,6 +163,7 @@ export function createConfigReloader(opts: ConfigReloaderOptions): ConfigReloade
       lastHash = hash;
       return { ok: false, error };
     }
+    const changed = hash !== lastHash;
     lastHash = hash;
     opts.metrics?.reloaded(true);
     opts.metrics?.retainSigners(['default', ...Object.keys(config.signers)]);
@@ -168,7 +172,7 @@ export function createConfigReloader(opts: ConfigReloaderOptions): ConfigReloade
       { trigger, path, signers: ['default', ...Object.keys(config.signers)], rollout: config.rollout ? (config.rollout.mode ?? 'enforce') : 'off' },
       'config reloaded',
     );
-    return { ok: true, changed: true };
+    return { ok: true, changed };
   };
 
   const reload = (trigger: string): Promise<ReloadResult> => {

@@ -1,6 +1,7 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { buildConfig } from '../../src/server/config.js';
+import { buildConfig, loadConfig } from '../../src/server/config.js';
 import { AZURITE_ACCOUNT_KEY as AZURITE_KEY } from '../support/azurite.js';
 
 const azure = (container = 'registry') => ({ azure: { account: 'devstoreaccount1', accountKey: AZURITE_KEY, container } });
@@ -37,6 +38,22 @@ describe('config: issue 4 blocks', () => {
     expect(config.metrics).toEqual({ listen: { host: '127.0.0.1', port: 9090 }, path: '/metrics', defaultMetrics: true });
     expect(config.reload).toEqual({ watch: true });
     expect(config.log.requests).toBe(true);
+  });
+
+  it('the rollout example config is valid', () => {
+    const config = loadConfig(new URL('../../examples/rollout/proxy.yaml', import.meta.url).pathname, { AZURE_STORAGE_KEY: AZURITE_KEY });
+    expect(config.rollout?.rules).toHaveLength(4);
+    expect(config.health?.probe?.interval).toBe(30_000);
+  });
+
+  it('every YAML example in docs/rollout.md is a valid config', () => {
+    const doc = readFileSync(new URL('../../docs/rollout.md', import.meta.url), 'utf8');
+    const blocks = [...doc.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1]!);
+    expect(blocks.length).toBeGreaterThanOrEqual(6);
+    for (const block of blocks) {
+      const raw = parse(block) as Record<string, unknown>;
+      expect(() => buildConfig({ upstream: 'http://127.0.0.1:5000', signer: azure(), ...raw }), block).not.toThrow();
+    }
   });
 
   it('defaults: no rollout, no named signers, no metrics, no trusted proxies', () => {
