@@ -184,7 +184,7 @@ export function createSignerHealth(
   options: SignerHealthOptions | undefined,
   deps: { logger: Logger; observer: CompleteObserver; now?: () => number },
 ): SignerHealth {
-  const now = deps.now ?? Date.now;
+  const now = deps.now ?? (() => Date.now());
   const threshold = options?.failureThreshold ?? DEFAULT_HEALTH.failureThreshold;
   const retryAfter = options?.retryAfter ?? DEFAULT_HEALTH.retryAfter;
   const probe = options?.probe;

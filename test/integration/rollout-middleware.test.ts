@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import request from 'supertest';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { prometheusMetrics, registryRedirect, type PrometheusMetrics, type RegistryRedirectOptions, type Signer } from '../../src/index.js';
 import type { Logger } from '../../src/types.js';
 import { BASIC, digestOf, startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
@@ -187,10 +187,16 @@ describe('shadow mode', () => {
 });
 
 describe('circuit breaker from signer errors during requests', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
   it('opens after failureThreshold errors (traffic proxied without calling the signer), retries after retryAfter, closes on success', async () => {
+    // Only Date is faked (timers and sockets stay real): the breaker's clock moves when the test says.
+    vi.useFakeTimers({ toFake: ['Date'] });
     const signer = testSigner('cdn.example');
     const metrics = prometheusMetrics();
-    const { server, mw } = app({ signer, metrics, health: { failureThreshold: 2, retryAfter: 300 } });
+    const { server, mw } = app({ signer, metrics, health: { failureThreshold: 2, retryAfter: 30_000 } });
     signer.failing = true;
     for (let i = 0; i < 2; i++) expect((await get(server, 'team/app', BIG_DIGEST)).status).toBe(200);
     expect(signer.calls).toBe(2);
@@ -203,15 +209,18 @@ describe('circuit breaker from signer errors during requests', () => {
     expect(signer.calls).toBe(2); // breaker open: not even asked
 
     signer.failing = false;
-    await new Promise((r) => setTimeout(r, 350));
+    vi.setSystemTime(Date.now() + 29_000);
+    expect((await get(server, 'team/app', BIG_DIGEST)).status).toBe(200); // still open
+    expect(signer.calls).toBe(2);
+    vi.setSystemTime(Date.now() + 1_000);
     const retried = await get(server, 'team/app', BIG_DIGEST);
     expect(retried.status).toBe(307);
     expect(mw.health.status().default!.healthy).toBe(true);
 
     const m = await scrape(metrics);
     expect(m.get('registry_redirect_fallbacks_total{signer="default",reason="signer_error"}')).toBe(2);
-    expect(m.get('registry_redirect_fallbacks_total{signer="default",reason="signer_unhealthy"}')).toBe(1);
-    expect(m.get('registry_redirect_decisions_total{action="proxy",signer="default",reason="signer_unhealthy"}')).toBe(1);
+    expect(m.get('registry_redirect_fallbacks_total{signer="default",reason="signer_unhealthy"}')).toBe(2);
+    expect(m.get('registry_redirect_decisions_total{action="proxy",signer="default",reason="signer_unhealthy"}')).toBe(2);
     expect(m.get('registry_redirect_sign_duration_seconds_count{signer="default",result="error"}')).toBe(2);
     expect(m.get('registry_redirect_signer_healthy{signer="default"}')).toBe(1);
   });
