@@ -7,8 +7,11 @@ import type { Authorizer, Grant } from './authorize/types.js';
 import { createUpstreamAuthorizer } from './authorize/upstream.js';
 import { RegistryRedirectError, sendOciError } from './errors.js';
 import { errorForLog, silentLogger } from './log.js';
+import { countProxiedBytes, type FallbackReason } from './metrics.js';
 import { createPassThrough, pathForLog } from './proxy.js';
+import { NO_SIGNER, type RolloutDecision } from './rollout.js';
 import { parseBlobPath } from './routes.js';
+import { createRouting } from './routing.js';
 import type {
   BlobTarget,
   Logger,
@@ -27,7 +30,7 @@ function validateOptions(options: RegistryRedirectOptions): void {
   if (options === null || typeof options !== 'object') {
     throw new RegistryRedirectError('CONFIG_INVALID', 'registryRedirect(options): options must be an object');
   }
-  const known = new Set(['upstream', 'signer', 'authorize', 'onSignerError', 'timeouts', 'logger']);
+  const known = new Set(['upstream', 'signer', 'authorize', 'onSignerError', 'timeouts', 'logger', 'signers', 'rollout', 'trustedProxies', 'metrics', 'health']);
   for (const key of Object.keys(options)) {
     if (!known.has(key)) {
       throw new RegistryRedirectError('CONFIG_INVALID', `registryRedirect: unknown option "${key}"; known options are ${[...known].join(', ')}`);
@@ -117,10 +120,12 @@ function isValidLocation(url: unknown): url is string {
  */
 export function registryRedirect(options: RegistryRedirectOptions): RegistryRedirectMiddleware {
   validateOptions(options);
-  const signer: Signer = options.signer;
   const logger: Logger = options.logger ?? silentLogger;
   const onSignerError = options.onSignerError ?? 'proxy';
   const timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
+  // Decide step: policy, named signers and their breakers. Validated here, before any agent exists.
+  const routing = createRouting(options, logger);
+  const observer = routing.observer;
 
   const upstream = options.upstream === undefined ? undefined : parseUpstream(options.upstream);
   const agent = upstream
@@ -140,35 +145,78 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
   }
 
   async function handleBlobGet(req: IncomingMessage, res: ServerResponse, next: Next | undefined, target: BlobTarget): Promise<void> {
+    const started = performance.now();
     const grant = await authorize(req, res, target, pathForLog(req.url));
+    observer.authorized((performance.now() - started) / 1_000, grant === 'answered' ? 'error' : grant === 'deny' ? 'denied' : 'granted');
     if (grant === 'answered') return;
     if (grant === 'deny') {
       // Not a yes: the upstream (or host registry) answers the real GET itself, unchanged.
       forward(req, res, next);
       return;
     }
-    await redirectWith(signer, req, res, next, target, grant);
+    // Decide: rollout policy (percent, repositories, networks, user agents, size, Range).
+    const decision = routing.decide(req, target.repository, grant.size);
+    if (decision.action === 'proxy') {
+      observer.decision('proxy', NO_SIGNER, decision.reason);
+      logger.debug({ repository: target.repository, digest: grant.digest, reason: decision.reason }, 'proxied by policy');
+      forwardBlob(req, res, next);
+      return;
+    }
+    await redirectWith(decision, req, res, next, target, grant);
   }
 
-  /** Signs and answers 307; a signer failure falls back per `onSignerError`. */
-  async function redirectWith(signer: Signer, req: IncomingMessage, res: ServerResponse, next: Next | undefined, target: BlobTarget, grant: Grant): Promise<void> {
+  /** Forwards an authorized blob GET and counts the bytes this server then streams. */
+  function forwardBlob(req: IncomingMessage, res: ServerResponse, next: Next | undefined): void {
+    countProxiedBytes(res, observer);
+    forward(req, res, next);
+  }
+
+  /** Falls back per `onSignerError` instead of redirecting. */
+  function fallBack(decision: RolloutDecision, reason: FallbackReason, req: IncomingMessage, res: ServerResponse, next: Next | undefined): void {
+    observer.fallback(decision.signer, reason);
+    observer.decision(onSignerError === 'error' ? 'error' : 'proxy', decision.signer, reason);
+    if (onSignerError === 'error') sendOciError(res, 503, 'UNAVAILABLE', 'blob storage signer unavailable');
+    else forwardBlob(req, res, next);
+  }
+
+  /** Signs and answers 307; a signer failure (or an open breaker) falls back per `onSignerError`. */
+  async function redirectWith(decision: RolloutDecision, req: IncomingMessage, res: ServerResponse, next: Next | undefined, target: BlobTarget, grant: Grant): Promise<void> {
+    const name = decision.signer;
+    if (!routing.health.available(name)) {
+      fallBack(decision, 'signer_unhealthy', req, res, next);
+      return;
+    }
+    const signer: Signer = routing.signer(name);
     let signed: SignedUrl;
+    const started = performance.now();
     try {
       signed = await withSignerTimeout(signer.sign({ repository: target.repository, digest: grant.digest, method: 'GET', size: grant.size }), timeouts.signer);
       if (!isValidLocation(signed?.url)) {
         throw new RegistryRedirectError('SIGNER_FAILED', `signer "${signer.name}" returned no absolute http(s) URL`);
       }
     } catch (err) {
+      observer.signed(name, (performance.now() - started) / 1_000, false);
+      routing.health.failure(name, err);
       logger.warn(
-        { error: errorForLog(err), signer: signer.name, repository: target.repository, digest: target.digest, fallback: onSignerError },
+        { error: errorForLog(err), signer: name, repository: target.repository, digest: target.digest, fallback: onSignerError },
         'signer failed',
       );
-      if (onSignerError === 'error') sendOciError(res, 503, 'UNAVAILABLE', 'blob storage signer unavailable');
-      else forward(req, res, next);
+      fallBack(decision, err instanceof RegistryRedirectError && err.code === 'SIGNER_TIMEOUT' ? 'signer_timeout' : 'signer_error', req, res, next);
+      return;
+    }
+    observer.signed(name, (performance.now() - started) / 1_000, true);
+    routing.health.success(name);
+    if (routing.shadow) {
+      // Shadow mode: everything up to the redirect happened (decision, signature); serve the bytes anyway.
+      observer.decision('shadow', name, decision.reason);
+      logger.info({ repository: target.repository, digest: grant.digest, signer: name, reason: decision.reason }, 'shadow: would redirect');
+      forwardBlob(req, res, next);
       return;
     }
     sendRedirect(res, signed.url, grant.digest);
-    logger.debug({ repository: target.repository, digest: grant.digest, signer: signer.name }, 'redirected');
+    observer.decision('redirect', name, decision.reason);
+    if (grant.size !== undefined) observer.bytes('redirected', grant.size);
+    logger.debug({ repository: target.repository, digest: grant.digest, signer: name, reason: decision.reason }, 'redirected');
   }
 
   const middleware = (req: IncomingMessage, res: ServerResponse, next?: Next): void => {
@@ -187,7 +235,8 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
   return Object.assign(middleware, {
     async close(): Promise<void> {
       agent?.destroy();
-      await signer.close?.();
+      await routing.close();
     },
+    health: routing.health,
   });
 }

@@ -1,4 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { SignerHealth, SignerHealthOptions } from './health.js';
+import type { RedirectObserver } from './metrics.js';
+import type { RolloutPolicy } from './rollout.js';
 
 /**
  * What a signer is asked to sign: one blob, for one repository, for one HTTP method.
@@ -113,6 +116,30 @@ export interface RegistryRedirectOptions {
   timeouts?: Timeouts;
   /** pino-compatible logger. Default: logs nothing. Credentials and signatures are never logged. */
   logger?: Logger;
+  /**
+   * Named signers in addition to the default `signer` (which is named `default`), for rollout
+   * rules to pick by name. Example `{ s3: s3Signer({...}), cdn: azureSigner({...}) }`. Default none.
+   */
+  signers?: Readonly<Record<string, Signer>>;
+  /**
+   * Rollout policy: which authorized blob GETs are redirected, with which signer, and which are
+   * proxied. Default: none, i.e. every authorized blob GET is redirected with `signer`.
+   * See `docs/rollout.md`. Example `{ rules: [{ percent: 1, action: 'redirect' }], default: 'proxy' }`.
+   */
+  rollout?: RolloutPolicy;
+  /**
+   * Peers whose `X-Forwarded-For` is believed (CIDRs). The client address used by `networks` and
+   * `percent` is then the right-most untrusted hop. Default none: the socket peer is the client
+   * and the header is ignored. Example `["127.0.0.1/32", "10.0.0.0/8"]`.
+   */
+  trustedProxies?: readonly string[];
+  /** Metrics observer, e.g. `prometheusMetrics()`. Default: none. See {@link RedirectObserver}. */
+  metrics?: RedirectObserver;
+  /**
+   * Per-signer circuit breaker and optional storage probe. Default: breaker on (3 consecutive
+   * signer failures -> unhealthy, traffic falls back per `onSignerError`, retried after 30 s), no probe.
+   */
+  health?: SignerHealthOptions;
 }
 
 /** Connect/Express-style middleware typed on `node:http`. */
@@ -123,4 +150,6 @@ export type RegistryRedirectMiddleware = ((
 ) => void) & {
   /** Stop keep-alive agents and release signer resources. */
   close(): Promise<void>;
+  /** Circuit breakers of the signers (for readiness checks and on-demand probes). */
+  readonly health: SignerHealth;
 };

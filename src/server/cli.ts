@@ -23,7 +23,7 @@ function version(): string {
 async function serve(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } }, strict: true });
   if (values.help) {
-    console.log('Usage: registry-redirect serve --config FILE.yaml\n\nRuns the reverse proxy. SIGTERM/SIGINT: stop accepting, finish in-flight requests, exit 0.');
+    console.log('Usage: registry-redirect serve --config FILE.yaml\n\nRuns the reverse proxy. SIGTERM/SIGINT: stop accepting, finish in-flight requests, exit 0.\nSIGHUP (or saving the file, unless reload.watch is false): reload the config; an invalid one is rejected and the old one keeps serving.');
     return 0;
   }
   if (!values.config) {
@@ -32,11 +32,14 @@ async function serve(args: string[]): Promise<number> {
   }
   const config = loadConfig(values.config);
   const logger = pino({ level: config.log.level, base: { name: 'registry-redirect' } });
-  const running = await startServer(config, logger);
-  logger.info({ listen: running.url, upstream: config.upstream.origin, signer: config.signer.name }, 'registry-redirect listening');
+  const running = await startServer(config, logger, { configPath: values.config });
+  logger.info({ listen: running.url, metrics: running.metricsUrl, upstream: config.upstream.origin, signer: config.signer.name }, 'registry-redirect listening');
+  const onHangup = () => void running.reload('SIGHUP');
+  process.on('SIGHUP', onHangup);
 
   return new Promise<number>((resolve) => {
     const stop = (signal: NodeJS.Signals) => {
+      process.off('SIGHUP', onHangup);
       logger.info({ signal }, 'shutting down');
       running.close().then(
         () => resolve(0),

@@ -5,6 +5,7 @@ import { parseDuration } from '../duration.js';
 import { RegistryRedirectError } from '../errors.js';
 import { parseUpstream } from '../middleware.js';
 import type { Signer } from '../types.js';
+import { buildRolloutConfig, type RolloutConfig } from './rollout-config.js';
 import { signerFromConfig } from './signer-config.js';
 import { parseConfigPart } from './validate.js';
 
@@ -31,21 +32,33 @@ const fileSchema = z
       .strict()
       .optional(),
     log: z
-      .object({ level: z.enum(LOG_LEVELS, { error: `write one of ${LOG_LEVELS.join(', ')}` }).optional() })
+      .object({
+        level: z.enum(LOG_LEVELS, { error: `write one of ${LOG_LEVELS.join(', ')}` }).optional(),
+        requests: z.boolean({ error: 'write true (one access log line per request, with its id; default) or false' }).optional(),
+      })
       .strict()
       .optional(),
+    // Validated in rollout-config.ts (trusted proxies, named signers, policy, breaker, metrics, reload).
+    trustedProxies: z.unknown().optional(),
+    signers: z.unknown().optional(),
+    rollout: z.unknown().optional(),
+    health: z.unknown().optional(),
+    metrics: z.unknown().optional(),
+    reload: z.unknown().optional(),
   })
   .strict();
 
 /** A validated, ready-to-use server configuration. */
-export interface ServerConfig {
+export interface ServerConfig extends Omit<RolloutConfig, 'metrics'> {
   listen: { host: string; port: number };
   upstream: URL;
   signer: Signer;
   expiryMs: number;
   onSignerError: 'proxy' | 'error';
   timeouts: { authorize: number; upstream: number; signer: number; shutdown: number; headers: number };
-  log: { level: (typeof LOG_LEVELS)[number] };
+  log: { level: (typeof LOG_LEVELS)[number]; requests: boolean };
+  /** `metrics:`; undefined -> no metrics. `listen` undefined -> served on the main listener at `path`. */
+  metrics: { listen: { host: string; port: number } | undefined; path: string; defaultMetrics: boolean } | undefined;
 }
 
 const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
@@ -69,11 +82,11 @@ export function expandEnv(value: unknown, env: NodeJS.ProcessEnv, path = ''): un
 }
 
 /** Parses `host:port`, `:port` or `[v6]:port`. */
-export function parseListen(text: string): { host: string; port: number } {
+export function parseListen(text: string, key = 'listen'): { host: string; port: number } {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]*)):(\d{1,5})$/.exec(text.trim());
   const port = m ? Number(m[3]) : NaN;
   if (!m || port > 65535) {
-    throw new RegistryRedirectError('CONFIG_INVALID', `listen: ${JSON.stringify(text)} is not host:port; write e.g. "0.0.0.0:8080", "127.0.0.1:15080" or ":8080"`);
+    throw new RegistryRedirectError('CONFIG_INVALID', `${key}: ${JSON.stringify(text)} is not host:port; write e.g. "0.0.0.0:8080", "127.0.0.1:15080" or ":8080"`);
   }
   return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
 }
@@ -96,20 +109,33 @@ export function buildConfig(raw: unknown): ServerConfig {
   } catch (err) {
     throw err instanceof RegistryRedirectError ? err : new RegistryRedirectError('CONFIG_INVALID', String(err));
   }
+  const listen = parseListen(file.listen ?? ':8080');
+  const timeouts = {
+    authorize: ms(t.authorize, 'authorize', 10_000),
+    upstream: ms(t.upstream, 'upstream', 60_000),
+    signer: ms(t.signer, 'signer', 5_000),
+    shutdown: ms(t.shutdown, 'shutdown', 10_000),
+    headers: ms(t.headers, 'headers', 60_000),
+  };
+  const signer = signerFromConfig(file.signer, 'signer', { expiryMs });
+  let extra: RolloutConfig;
+  try {
+    extra = buildRolloutConfig(file, { expiryMs });
+  } catch (err) {
+    void signer.close?.();
+    throw err;
+  }
+  const metricsListen = extra.metrics?.listen;
   return {
-    listen: parseListen(file.listen ?? ':8080'),
+    ...extra,
+    metrics: extra.metrics && { ...extra.metrics, listen: metricsListen === undefined ? undefined : parseListen(metricsListen, 'metrics.listen') },
+    listen,
     upstream,
-    signer: signerFromConfig(file.signer, 'signer', { expiryMs }),
+    signer,
     expiryMs,
     onSignerError: file.onSignerError ?? 'proxy',
-    timeouts: {
-      authorize: ms(t.authorize, 'authorize', 10_000),
-      upstream: ms(t.upstream, 'upstream', 60_000),
-      signer: ms(t.signer, 'signer', 5_000),
-      shutdown: ms(t.shutdown, 'shutdown', 10_000),
-      headers: ms(t.headers, 'headers', 60_000),
-    },
-    log: { level: file.log?.level ?? 'info' },
+    timeouts,
+    log: { level: file.log?.level ?? 'info', requests: file.log?.requests ?? true },
   };
 }
 

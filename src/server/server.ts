@@ -1,8 +1,11 @@
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { prometheusMetrics, type PrometheusMetrics } from '../metrics.js';
 import { registryRedirect } from '../middleware.js';
-import type { Logger, RegistryRedirectMiddleware } from '../types.js';
+import type { Logger } from '../types.js';
 import type { ServerConfig } from './config.js';
+import { accessLogger, listenOn, startMetricsServer } from './observability.js';
+import { createReadinessHandler } from './readiness.js';
+import { createConfigReloader, createHotMiddleware, type ReloadResult } from './reload.js';
 
 const HEALTH_BODY = '{"status":"ok"}';
 
@@ -12,20 +15,49 @@ export interface RunningServer {
   readonly url: string;
   /** Stop accepting, let in-flight requests finish (bounded by `timeouts.shutdown`), then close. */
   close(): Promise<void>;
+  /** `http://host:port` of the separate metrics listener (`metrics.listen`), if any. */
+  readonly metricsUrl?: string | undefined;
+  /** The Prometheus metrics, when `metrics:` is configured. */
+  readonly metrics?: PrometheusMetrics | undefined;
+  /** Reads the config file again and applies it (what SIGHUP does); rejected if invalid or no file. */
+  reload(trigger?: string): Promise<ReloadResult>;
+}
+
+/** Options of {@link startServer}. */
+export interface StartServerOptions {
+  /** The file `config` came from: enables `reload()` and, with `reload.watch`, reloading on change. */
+  configPath?: string;
+  /** Environment for `${VAR}` in reloaded files. Default `process.env`. */
+  env?: NodeJS.ProcessEnv;
 }
 
 /**
  * The standalone reverse proxy: a bare `node:http` server (no router: the middleware is the whole
  * app) with `/healthz` answered locally, never touching the upstream.
  */
-export async function startServer(config: ServerConfig, logger: Logger): Promise<RunningServer> {
-  const middleware: RegistryRedirectMiddleware = registryRedirect({
-    upstream: config.upstream,
-    signer: config.signer,
-    onSignerError: config.onSignerError,
-    timeouts: { authorize: config.timeouts.authorize, upstream: config.timeouts.upstream, signer: config.timeouts.signer },
+export async function startServer(config: ServerConfig, logger: Logger, options: StartServerOptions = {}): Promise<RunningServer> {
+  const metrics = config.metrics ? prometheusMetrics({ defaultMetrics: config.metrics.defaultMetrics }) : undefined;
+  // One middleware per configuration; a reload swaps it (see reload.ts).
+  const hot = createHotMiddleware(
+    (c) =>
+      registryRedirect({
+        upstream: c.upstream,
+        signer: c.signer,
+        signers: c.signers,
+        rollout: c.rollout,
+        trustedProxies: c.trustedProxies,
+        health: c.health,
+        metrics,
+        onSignerError: c.onSignerError,
+        timeouts: { authorize: c.timeouts.authorize, upstream: c.timeouts.upstream, signer: c.timeouts.signer },
+        logger,
+      }),
+    config,
     logger,
-  });
+  );
+  const readyz = createReadinessHandler({ current: () => ({ upstream: hot.current().config.upstream, health: hot.current().middleware.health }) });
+  const metricsPath = config.metrics && !config.metrics.listen ? config.metrics.path : undefined;
+  const logRequest = config.log.requests ? accessLogger(logger) : undefined;
 
   const server = http.createServer(
     {
@@ -35,12 +67,21 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
       keepAliveTimeout: 5_000,
     },
     (req, res) => {
+      logRequest?.(req, res);
       if (req.url === '/healthz' && (req.method === 'GET' || req.method === 'HEAD')) {
         res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': HEALTH_BODY.length, 'Cache-Control': 'no-store' });
         res.end(req.method === 'GET' ? HEALTH_BODY : undefined);
         return;
       }
-      middleware(req, res);
+      if (req.url === '/readyz' && (req.method === 'GET' || req.method === 'HEAD')) {
+        readyz(req, res);
+        return;
+      }
+      if (metricsPath !== undefined && metrics && req.url === metricsPath) {
+        metrics.handler(req, res);
+        return;
+      }
+      hot.handle(req, res);
     },
   );
   server.on('clientError', (err, socket) => {
@@ -48,21 +89,26 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
     else socket.destroy();
   });
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.listen.port, config.listen.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const address = server.address() as AddressInfo;
-  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  const url = `http://${host}:${address.port}`;
+  const url = await listenOn(server, config.listen);
+  let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
+  try {
+    metricsServer = metrics && config.metrics?.listen ? await startMetricsServer(metrics, config.metrics.listen, config.metrics.path) : undefined;
+  } catch (err) {
+    await new Promise((resolve) => server.close(resolve));
+    await hot.close();
+    throw err;
+  }
+  const reloader = options.configPath
+    ? createConfigReloader({ path: options.configPath, hot, logger, metrics, env: options.env, watch: config.reload.watch })
+    : undefined;
 
   let closing: Promise<void> | undefined;
   return {
     server,
     url,
+    metricsUrl: metricsServer?.url,
+    metrics,
+    reload: (trigger = 'manual') => (reloader ? reloader.reload(trigger) : Promise.resolve({ ok: false, error: 'no config file to reload' })),
     close() {
       closing ??= (async () => {
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -77,7 +123,9 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
           await closed;
         }
         clearTimeout(timer);
-        await middleware.close();
+        reloader?.close();
+        await metricsServer?.close();
+        await hot.close();
       })();
       return closing;
     },

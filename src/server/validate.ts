@@ -31,8 +31,12 @@ export function suggestKey(key: string, known: readonly string[]): string | unde
 }
 
 function joinPath(prefix: string, path: readonly PropertyKey[]): string {
-  const parts = [prefix, ...path.map(String)].filter((p) => p !== '');
-  return parts.length ? parts.join('.') : '(top level)';
+  let out = prefix;
+  for (const p of path) {
+    if (typeof p === 'number') out += `[${p}]`;
+    else out += out === '' ? String(p) : `.${String(p)}`;
+  }
+  return out === '' ? '(top level)' : out;
 }
 
 /** The keys an object schema accepts, for hints. */
@@ -40,6 +44,12 @@ function knownKeysAt(schema: z.ZodType, path: readonly PropertyKey[]): string[] 
   let s: unknown = schema;
   for (const p of path) {
     s = unwrap(s);
+    if (typeof p === 'number') {
+      // Into a list's element schema (e.g. `rollout.rules[2]`).
+      s = (s as { element?: unknown }).element;
+      if (!s) return [];
+      continue;
+    }
     const shape = (s as { shape?: Record<string, unknown> }).shape;
     if (!shape || typeof p !== 'string') return [];
     s = shape[p];

@@ -93,6 +93,13 @@ export interface RunningAzurite {
   logs(): string;
   /** Stop the front and Azurite, remove the data dir. */
   stop(): Promise<void>;
+  /**
+   * Stop only the Azurite process (SIGTERM, it saves its data): the front keeps its port and
+   * answers 502 meanwhile, like a CDN whose origin is down. For outage tests.
+   */
+  stopEmulator(): Promise<void>;
+  /** Start Azurite again on the same port and data dir (blobs seeded before are still there). */
+  startEmulator(): Promise<void>;
 }
 
 const HOP_BY_HOP = new Set([
@@ -187,43 +194,52 @@ export async function startAzurite(opts: StartAzuriteOptions = {}): Promise<Runn
   assertLoopback(host);
   const location = await mkdtemp(join(tmpdir(), 'rr-azurite-'));
   const privatePort = await freePort(host);
-  const proc = supervise(
-    process.execPath,
-    [
-      azuriteBlobMain(),
-      '--blobHost', host,
-      '--blobPort', String(privatePort),
-      '--location', location,
-      '--skipApiVersionCheck',
-      '--loose',
-      '--silent',
-      '--disableTelemetry',
-      // account from the first path segment only, whatever Host the client sends
-      '--disableProductStyleUrl',
-    ],
-    { cwd: location, env: azuriteEnv() },
-  );
-  let exited: string | undefined;
-  void proc.exited.then((code) => {
-    exited = `azurite exited (${String(code)})`;
-  });
   const directEndpoint = `http://${host}:${privatePort}/${AZURITE_ACCOUNT}`;
-  try {
-    await waitFor(
-      async () => {
-        // Any HTTP answer means it is listening (an unauthenticated GET gets 400/403).
-        await request(`${directEndpoint}?comp=properties&restype=service`, { timeoutMs: 1_000 });
-        return true;
-      },
-      {
-        timeoutMs: opts.startTimeoutMs ?? 20_000,
-        label: `azurite on ${host}:${privatePort}`,
-        giveUp: () => exited,
-        describe: () => `azurite output:\n${proc.output()}`,
-      },
+  const launch = async (): Promise<ReturnType<typeof supervise>> => {
+    const proc = supervise(
+      process.execPath,
+      [
+        azuriteBlobMain(),
+        '--blobHost', host,
+        '--blobPort', String(privatePort),
+        '--location', location,
+        '--skipApiVersionCheck',
+        '--loose',
+        '--silent',
+        '--disableTelemetry',
+        // account from the first path segment only, whatever Host the client sends
+        '--disableProductStyleUrl',
+      ],
+      { cwd: location, env: azuriteEnv() },
     );
+    let exited: string | undefined;
+    void proc.exited.then((code) => {
+      exited = `azurite exited (${String(code)})`;
+    });
+    try {
+      await waitFor(
+        async () => {
+          // Any HTTP answer means it is listening (an unauthenticated GET gets 400/403).
+          await request(`${directEndpoint}?comp=properties&restype=service`, { timeoutMs: 1_000 });
+          return true;
+        },
+        {
+          timeoutMs: opts.startTimeoutMs ?? 20_000,
+          label: `azurite on ${host}:${privatePort}`,
+          giveUp: () => exited,
+          describe: () => `azurite output:\n${proc.output()}`,
+        },
+      );
+    } catch (err) {
+      await proc.stop(500);
+      throw err;
+    }
+    return proc;
+  };
+  let proc: ReturnType<typeof supervise>;
+  try {
+    proc = await launch();
   } catch (err) {
-    await proc.stop(500);
     await rm(location, { recursive: true, force: true });
     throw err;
   }
@@ -278,6 +294,12 @@ export async function startAzurite(opts: StartAzuriteOptions = {}): Promise<Runn
       front.agent.destroy();
       await proc.stop();
       await rm(location, { recursive: true, force: true });
+    },
+    async stopEmulator() {
+      await proc.stop();
+    },
+    async startEmulator() {
+      proc = await launch();
     },
   };
 }

@@ -1,0 +1,284 @@
+import http from 'node:http';
+import https from 'node:https';
+import { RegistryRedirectError } from './errors.js';
+import { errorForLog } from './log.js';
+import type { CompleteObserver } from './metrics.js';
+import { isValidDigest, isValidRepositoryName } from './routes.js';
+import type { Logger, Signer } from './types.js';
+
+/**
+ * A storage probe: fetch one known blob through a fresh signed URL (`Range: bytes=0-0`, so only
+ * one byte moves). Any 2xx is a pass; anything else, a network error or a timeout is a failure.
+ */
+export interface SignerProbeOptions {
+  /** Repository the blob belongs to (per-repository layouts need it). Example `library/alpine`. */
+  repository: string;
+  /** Digest of a blob that exists in every probed storage. Example `sha256:<64 hex>`. */
+  digest: string;
+  /** Milliseconds between probes. Default 30 000. */
+  interval?: number;
+  /** Milliseconds a probe may take (signing plus the fetch). Default 5 000. */
+  timeout?: number;
+  /** Names of the signers to probe (`default` is the `signer` option). Default: all. */
+  signers?: readonly string[];
+}
+
+/**
+ * Circuit breaker per signer (option `health`). After `failureThreshold` consecutive failures
+ * (probe failures and signer errors during requests both count) the signer is unhealthy and the
+ * blobs it would redirect fall back per `onSignerError` (default: proxied). It is healthy again
+ * after the next passing probe or, for a signer without a probe, after `retryAfter` when the next
+ * request signs successfully.
+ */
+export interface SignerHealthOptions {
+  /** Consecutive failures that open the breaker. Default 3. */
+  failureThreshold?: number;
+  /** Signers without a probe: milliseconds before traffic tries the signer again. Default 30 000. */
+  retryAfter?: number;
+  /** Periodic storage probe. Default none. */
+  probe?: SignerProbeOptions;
+}
+
+/** The outcome of one probe. */
+export interface ProbeResult {
+  readonly ok: boolean;
+  /** Storage's HTTP status, when it answered. */
+  readonly status?: number;
+  /** Why it failed (redacted: never a signature). */
+  readonly error?: string;
+  /** Duration in milliseconds. */
+  readonly ms: number;
+}
+
+/** The state of one signer as `/readyz` and `check` report it. */
+export interface SignerStatus {
+  readonly healthy: boolean;
+  readonly consecutiveFailures: number;
+  /** Epoch milliseconds of the last state change. */
+  readonly since: number;
+  readonly lastError?: string;
+  readonly lastProbe?: ProbeResult & { readonly at: number };
+}
+
+/** Health of every configured signer. */
+export interface SignerHealth {
+  /** Hot path: may this signer be used now? */
+  available(name: string): boolean;
+  /** Report a successful signing (closes a half-open breaker). */
+  success(name: string): void;
+  /** Report a failed signing. */
+  failure(name: string, err: unknown): void;
+  /** True when at least one signer is healthy. */
+  anyHealthy(): boolean;
+  /** Snapshot of every signer. */
+  status(): Record<string, SignerStatus>;
+  /** Run the probe of every probed signer now and apply the results. */
+  probeNow(): Promise<Record<string, ProbeResult>>;
+  /** Publish the current state to the observer (after a reload made this instance current). */
+  publish(): void;
+  /** Stop probing. */
+  close(): void;
+}
+
+export const DEFAULT_HEALTH = { failureThreshold: 3, retryAfter: 30_000, interval: 30_000, timeout: 5_000 } as const;
+
+function fail(message: string): never {
+  throw new RegistryRedirectError('CONFIG_INVALID', message);
+}
+
+function positiveMs(value: unknown, key: string): void {
+  if (value !== undefined && !(typeof value === 'number' && Number.isFinite(value) && value > 0)) {
+    fail(`${key}: write a positive number of milliseconds, got ${JSON.stringify(value)}`);
+  }
+}
+
+/** Checks `health` options at construction; messages name the key and the fix. */
+export function validateHealthOptions(options: SignerHealthOptions | undefined, signerNames: readonly string[], path = 'health'): void {
+  if (options === undefined) return;
+  if (options === null || typeof options !== 'object') fail(`${path}: write an object, e.g. { failureThreshold: 3 }`);
+  const t = options.failureThreshold;
+  if (t !== undefined && !(Number.isSafeInteger(t) && t >= 1)) fail(`${path}.failureThreshold: write a whole number >= 1, e.g. 3`);
+  positiveMs(options.retryAfter, `${path}.retryAfter`);
+  const p = options.probe;
+  if (p === undefined) return;
+  if (typeof p.repository !== 'string' || !isValidRepositoryName(p.repository)) {
+    fail(`${path}.probe.repository: ${JSON.stringify(p.repository)} is not a repository name; write e.g. "library/alpine"`);
+  }
+  if (typeof p.digest !== 'string' || !isValidDigest(p.digest)) {
+    fail(`${path}.probe.digest: ${JSON.stringify(p.digest)} is not a digest; write the digest of a blob that exists in storage, e.g. "sha256:<64 hex>"`);
+  }
+  positiveMs(p.interval, `${path}.probe.interval`);
+  positiveMs(p.timeout, `${path}.probe.timeout`);
+  for (const name of p.signers ?? []) {
+    if (!signerNames.includes(name)) fail(`${path}.probe.signers: unknown signer ${JSON.stringify(name)}; known: ${signerNames.join(', ')}`);
+  }
+}
+
+/**
+ * One bounded GET, body discarded; resolves with the status. node:http rather than fetch: fetch
+ * refuses the "bad ports" of the Fetch standard (6000, 10080, ...), where storage or a registry
+ * may well listen. Never follows redirects. Rejects on network errors and after `timeoutMs`.
+ */
+export function httpStatus(url: string, opts: { headers?: Record<string, string>; timeoutMs: number }): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let target: URL;
+    try {
+      target = new URL(url);
+    } catch (cause) {
+      reject(new RegistryRedirectError('SIGNER_FAILED', 'not a URL', { cause }));
+      return;
+    }
+    const get = target.protocol === 'https:' ? https.get : http.get;
+    const req = get(target, { headers: opts.headers, agent: false }, (res) => {
+      clearTimeout(timer);
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    const timer = setTimeout(() => req.destroy(new Error(`timed out after ${opts.timeoutMs} ms`)), opts.timeoutMs);
+    timer.unref();
+    req.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}
+
+/**
+ * Probes storage through `signer`: signs the blob, fetches one byte of it. Used by the breaker and
+ * usable on its own (e.g. by a `check` command).
+ */
+export async function probeSigner(signer: Signer, probe: { repository: string; digest: string }, timeoutMs: number = DEFAULT_HEALTH.timeout): Promise<ProbeResult> {
+  const started = performance.now();
+  const ms = () => Math.round(performance.now() - started);
+  const deadline = Date.now() + timeoutMs;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const signed = await Promise.race([
+      Promise.resolve(signer.sign({ repository: probe.repository, digest: probe.digest, method: 'GET' })),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new RegistryRedirectError('SIGNER_TIMEOUT', `timed out after ${timeoutMs} ms`)), timeoutMs);
+        timer.unref();
+      }),
+    ]).finally(() => clearTimeout(timer));
+    const status = await httpStatus(signed.url, { headers: { range: 'bytes=0-0' }, timeoutMs: Math.max(1, deadline - Date.now()) });
+    if (status >= 200 && status < 300) return { ok: true, status, ms: ms() };
+    return { ok: false, status, error: `storage answered ${status}`, ms: ms() };
+  } catch (err) {
+    const e = errorForLog(err);
+    const code = (err as { code?: unknown }).code;
+    return { ok: false, error: typeof code === 'string' && !e.message.includes(code) ? `${e.message} (${code})` : e.message, ms: ms() };
+  }
+}
+
+interface State {
+  healthy: boolean;
+  failures: number;
+  since: number;
+  lastError?: string;
+  lastProbe?: ProbeResult & { at: number };
+}
+
+/** Builds the breakers for `signers` (name -> signer). Call `start()`-free: probing starts at once. */
+export function createSignerHealth(
+  signers: ReadonlyMap<string, Signer>,
+  options: SignerHealthOptions | undefined,
+  deps: { logger: Logger; observer: CompleteObserver; now?: () => number },
+): SignerHealth {
+  const now = deps.now ?? (() => Date.now());
+  const threshold = options?.failureThreshold ?? DEFAULT_HEALTH.failureThreshold;
+  const retryAfter = options?.retryAfter ?? DEFAULT_HEALTH.retryAfter;
+  const probe = options?.probe;
+  const probed = new Set(probe ? (probe.signers ?? [...signers.keys()]) : []);
+  const states = new Map<string, State>();
+  for (const name of signers.keys()) states.set(name, { healthy: true, failures: 0, since: now() });
+  let closed = false;
+
+  const setHealthy = (name: string, s: State, healthy: boolean, why: string): void => {
+    s.healthy = healthy;
+    s.since = now();
+    if (closed) return;
+    deps.observer.signerHealth(name, healthy);
+    if (healthy) deps.logger.info({ signer: name, reason: why }, 'signer healthy again: redirecting');
+    else deps.logger.warn({ signer: name, failures: s.failures, error: s.lastError, reason: why }, 'signer unhealthy: falling back');
+  };
+
+  const failure = (name: string, message: string, why: string): void => {
+    const s = states.get(name);
+    if (!s) return;
+    s.failures++;
+    s.lastError = message;
+    if (s.healthy && s.failures >= threshold) setHealthy(name, s, false, why);
+    else if (!s.healthy) s.since = now(); // a failed trial restarts the wait
+  };
+
+  const success = (name: string, why: string): void => {
+    const s = states.get(name);
+    if (!s) return;
+    s.failures = 0;
+    if (!s.healthy) setHealthy(name, s, true, why);
+  };
+
+  let round: Promise<Record<string, ProbeResult>> | undefined;
+  const probeNow = (): Promise<Record<string, ProbeResult>> => {
+    if (!probe) return Promise.resolve({});
+    round ??= (async () => {
+      const entries = await Promise.all(
+        [...probed].map(async (name) => {
+          const result = await probeSigner(signers.get(name)!, probe, probe.timeout ?? DEFAULT_HEALTH.timeout);
+          const s = states.get(name)!;
+          s.lastProbe = { ...result, at: now() };
+          if (!closed) {
+            deps.observer.probe(name, result.ok);
+            if (result.ok) success(name, 'probe passed');
+            else failure(name, result.error ?? 'probe failed', 'probe failed');
+          }
+          return [name, result] as const;
+        }),
+      );
+      return Object.fromEntries(entries);
+    })().finally(() => {
+      round = undefined;
+    });
+    return round;
+  };
+
+  let timer: NodeJS.Timeout | undefined;
+  if (probe && probed.size > 0) {
+    timer = setInterval(() => void probeNow(), probe.interval ?? DEFAULT_HEALTH.interval);
+    timer.unref();
+    void probeNow();
+  }
+
+  return {
+    available(name) {
+      const s = states.get(name);
+      if (!s || s.healthy) return true;
+      // Without a probe nothing else would ever close the breaker: let traffic try again.
+      return !probed.has(name) && now() - s.since >= retryAfter;
+    },
+    success: (name) => success(name, 'signing succeeded'),
+    failure: (name, err) => failure(name, errorForLog(err).message, 'signing failed'),
+    anyHealthy: () => [...states.values()].some((s) => s.healthy),
+    status() {
+      const out: Record<string, SignerStatus> = {};
+      for (const [name, s] of states) {
+        out[name] = {
+          healthy: s.healthy,
+          consecutiveFailures: s.failures,
+          since: s.since,
+          ...(s.lastError !== undefined ? { lastError: s.lastError } : {}),
+          ...(s.lastProbe ? { lastProbe: { ...s.lastProbe } } : {}),
+        };
+      }
+      return out;
+    },
+    probeNow,
+    publish() {
+      for (const [name, s] of states) deps.observer.signerHealth(name, s.healthy);
+    },
+    close() {
+      closed = true;
+      if (timer) clearInterval(timer);
+    },
+  };
+}

@@ -1,0 +1,236 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** What happened to an authorized blob GET (label `action`). */
+export type DecisionAction =
+  /** 307 to a signed URL. */
+  | 'redirect'
+  /** Served from the upstream: by policy, override header, unhealthy or failing signer. */
+  | 'proxy'
+  /** Shadow mode: the policy chose redirect and signing worked, but the blob was proxied. */
+  | 'shadow'
+  /** The signer failed and `onSignerError: 'error'` answered 503. */
+  | 'error';
+
+/** The authorizing step's outcome (label `outcome`). */
+export type AuthorizeOutcome = 'granted' | 'denied' | 'error';
+
+/** Why a redirect fell back (label `reason` of the fallbacks counter). */
+export type FallbackReason = 'signer_error' | 'signer_timeout' | 'signer_unhealthy';
+
+/** A signed-URL cache lookup result (label `result`). */
+export type CacheResult = 'hit' | 'miss' | 'refresh';
+
+/**
+ * The events the middleware reports. Every label value comes from configuration (signer names,
+ * rule names) or a fixed set, never from the request: credentials, repositories and client
+ * addresses never become labels. Implement it to feed another metrics system; `prometheusMetrics()`
+ * is the built-in one. Every method is optional.
+ */
+export interface RedirectObserver {
+  /** One per authorized blob GET: what was done, with which signer (`none` if none), and why. */
+  decision?(action: DecisionAction, signer: string, reason: string): void;
+  /** A signer call finished (`ok: false` on error or timeout). */
+  signed?(signer: string, seconds: number, ok: boolean): void;
+  /** The authorizing step (upstream HEAD or embedded hook) finished. */
+  authorized?(seconds: number, outcome: AuthorizeOutcome): void;
+  /** A redirect was replaced by the fallback (`onSignerError`). */
+  fallback?(signer: string, reason: FallbackReason): void;
+  /** Blob bytes delivered: `redirected` (size of redirected blobs) or `proxied` (Content-Length served). */
+  bytes?(delivery: 'redirected' | 'proxied', bytes: number): void;
+  /** A signer's circuit breaker changed (or was first reported). */
+  signerHealth?(signer: string, healthy: boolean): void;
+  /** A storage probe through a signer finished. */
+  probe?(signer: string, ok: boolean): void;
+  /** A signed-URL cache lookup (wire `cachedSigner`'s `onResult` here). */
+  cacheResult?(signer: string, result: CacheResult): void;
+}
+
+/** An observer with every method present (the middleware's internal form). */
+export type CompleteObserver = Required<RedirectObserver>;
+
+const noop = (): void => {};
+
+/** Fills the methods an observer leaves out with no-ops, keeping `this` for the ones it has. */
+export function completeObserver(observer: RedirectObserver | undefined): CompleteObserver {
+  const o = observer ?? {};
+  const bind = <K extends keyof RedirectObserver>(k: K): CompleteObserver[K] => (o[k] ? (o[k].bind(o) as CompleteObserver[K]) : (noop as CompleteObserver[K]));
+  return {
+    decision: bind('decision'),
+    signed: bind('signed'),
+    authorized: bind('authorized'),
+    fallback: bind('fallback'),
+    bytes: bind('bytes'),
+    signerHealth: bind('signerHealth'),
+    probe: bind('probe'),
+    cacheResult: bind('cacheResult'),
+  };
+}
+
+/** Options of {@link prometheusMetrics}. */
+export interface PrometheusMetricsOptions {
+  /** Registry to register on. Default: a new `Registry` (not prom-client's global one). */
+  registry?: Registry;
+  /** Also collect prom-client's default process metrics (CPU, memory, event loop lag). Default `false`. */
+  defaultMetrics?: boolean;
+}
+
+/** The Prometheus observer plus what a `/metrics` endpoint needs. */
+export interface PrometheusMetrics extends CompleteObserver {
+  readonly registry: Registry;
+  /** `Content-Type` of {@link render}'s output. */
+  readonly contentType: string;
+  /** The exposition text. */
+  render(): Promise<string>;
+  /** Count a configuration reload (server). */
+  reloaded(ok: boolean): void;
+  /** Drop `signer_healthy` series of signers no longer configured (after a reload). */
+  retainSigners(names: readonly string[]): void;
+  /** `GET`/`HEAD` handler serving {@link render}. */
+  handler(req: IncomingMessage, res: ServerResponse): void;
+}
+
+const SIGN_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+const AUTHORIZE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/**
+ * Prometheus metrics (prom-client) for the middleware and the server. Pass it as the `metrics`
+ * option and serve `handler` (the server does that on `metrics.listen`).
+ *
+ * @example
+ * ```ts
+ * const metrics = prometheusMetrics();
+ * app.use(registryRedirect({ upstream, signer, metrics }));
+ * app.get('/metrics', metrics.handler);
+ * ```
+ */
+export function prometheusMetrics(options: PrometheusMetricsOptions = {}): PrometheusMetrics {
+  const registry = options.registry ?? new Registry();
+  const registers = [registry];
+  if (options.defaultMetrics) collectDefaultMetrics({ register: registry });
+
+  const decisions = new Counter({
+    name: 'registry_redirect_decisions_total',
+    help: 'Authorized blob GETs by what was done (redirect, proxy, shadow, error), signer and reason (rule or fallback).',
+    labelNames: ['action', 'signer', 'reason'] as const,
+    registers,
+  });
+  const signDuration = new Histogram({
+    name: 'registry_redirect_sign_duration_seconds',
+    help: 'Time to sign a blob URL, by signer and result (ok, error).',
+    labelNames: ['signer', 'result'] as const,
+    buckets: SIGN_BUCKETS,
+    registers,
+  });
+  const authorizeDuration = new Histogram({
+    name: 'registry_redirect_authorize_duration_seconds',
+    help: 'Time of the authorizing step (upstream HEAD probe or embedded hook), by outcome (granted, denied, error).',
+    labelNames: ['outcome'] as const,
+    buckets: AUTHORIZE_BUCKETS,
+    registers,
+  });
+  const fallbacks = new Counter({
+    name: 'registry_redirect_fallbacks_total',
+    help: 'Redirects replaced by the onSignerError fallback, by signer and reason (signer_error, signer_timeout, signer_unhealthy).',
+    labelNames: ['signer', 'reason'] as const,
+    registers,
+  });
+  const bytes = new Counter({
+    name: 'registry_redirect_blob_bytes_total',
+    help: 'Blob bytes by delivery: redirected (sent by storage/CDN) or proxied (sent by this server), from Content-Length.',
+    labelNames: ['delivery'] as const,
+    registers,
+  });
+  const healthy = new Gauge({
+    name: 'registry_redirect_signer_healthy',
+    help: '1 when the signer circuit breaker is closed (traffic redirected), 0 when open (traffic falls back).',
+    labelNames: ['signer'] as const,
+    registers,
+  });
+  const probes = new Counter({
+    name: 'registry_redirect_signer_probes_total',
+    help: 'Storage probes through a fresh signed URL, by signer and result (ok, error).',
+    labelNames: ['signer', 'result'] as const,
+    registers,
+  });
+  const cache = new Counter({
+    name: 'registry_redirect_signed_url_cache_total',
+    help: 'Signed-URL cache lookups by signer and result (hit, miss, refresh).',
+    labelNames: ['signer', 'result'] as const,
+    registers,
+  });
+  const reloads = new Counter({
+    name: 'registry_redirect_config_reloads_total',
+    help: 'Configuration reloads by result (success, failure).',
+    labelNames: ['result'] as const,
+    registers,
+  });
+  const lastReload = new Gauge({
+    name: 'registry_redirect_config_last_reload_success_timestamp_seconds',
+    help: 'Unix time of the last configuration load that was applied.',
+    registers,
+  });
+  lastReload.set(Date.now() / 1_000);
+  const known = new Set<string>();
+
+  const render = () => registry.metrics();
+  return {
+    registry,
+    contentType: registry.contentType,
+    render,
+    decision: (action, signer, reason) => decisions.inc({ action, signer, reason }),
+    signed: (signer, seconds, ok) => signDuration.observe({ signer, result: ok ? 'ok' : 'error' }, seconds),
+    authorized: (seconds, outcome) => authorizeDuration.observe({ outcome }, seconds),
+    fallback: (signer, reason) => fallbacks.inc({ signer, reason }),
+    bytes: (delivery, n) => {
+      if (Number.isFinite(n) && n > 0) bytes.inc({ delivery }, n);
+    },
+    signerHealth: (signer, ok) => {
+      known.add(signer);
+      healthy.set({ signer }, ok ? 1 : 0);
+    },
+    probe: (signer, ok) => probes.inc({ signer, result: ok ? 'ok' : 'error' }),
+    cacheResult: (signer, result) => cache.inc({ signer, result }),
+    reloaded: (ok) => {
+      reloads.inc({ result: ok ? 'success' : 'failure' });
+      if (ok) lastReload.set(Date.now() / 1_000);
+    },
+    retainSigners: (names) => {
+      for (const name of known) {
+        if (!names.includes(name)) {
+          healthy.remove({ signer: name });
+          known.delete(name);
+        }
+      }
+    },
+    handler(req, res) {
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.writeHead(405, { Allow: 'GET, HEAD', 'Content-Length': '0' });
+        res.end();
+        return;
+      }
+      render().then(
+        (text) => {
+          res.writeHead(200, { 'Content-Type': registry.contentType, 'Content-Length': Buffer.byteLength(text), 'Cache-Control': 'no-store' });
+          res.end(req.method === 'HEAD' ? undefined : text);
+        },
+        () => {
+          res.writeHead(500, { 'Content-Length': '0' });
+          res.end();
+        },
+      );
+    },
+  };
+}
+
+/**
+ * Counts the bytes of a blob response this server streams itself (fallback, `proxy` decision,
+ * shadow mode): the `Content-Length` of a 200/206 once the response finished.
+ */
+export function countProxiedBytes(res: ServerResponse, observer: CompleteObserver): void {
+  res.once('finish', () => {
+    if (res.statusCode !== 200 && res.statusCode !== 206) return;
+    const length = Number(res.getHeader('content-length'));
+    if (Number.isSafeInteger(length) && length > 0) observer.bytes('proxied', length);
+  });
+}

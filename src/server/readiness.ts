@@ -1,0 +1,61 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { httpStatus, type SignerHealth } from '../health.js';
+
+/** What `/readyz` reports. */
+export interface Readiness {
+  readonly ready: boolean;
+  /** `reachable`: `GET /v2/` got an answer below 500 (401 counts: the registry is up). */
+  readonly upstream: 'reachable' | 'unreachable';
+  /** Per signer: `healthy` or `unhealthy` (circuit breaker). */
+  readonly signers: Record<string, 'healthy' | 'unhealthy'>;
+}
+
+/** Options of {@link createReadinessHandler}. */
+export interface ReadinessOptions {
+  /** The upstream and the breakers of the configuration currently serving (changes on reload). */
+  current(): { upstream: URL; health: SignerHealth };
+  /** Upstream check timeout, milliseconds. Default 2 000. */
+  timeoutMs?: number;
+  /** Reuse an upstream check this long, milliseconds (load balancers probe often). Default 1 000. */
+  cacheMs?: number;
+}
+
+/**
+ * `/readyz`: 200 when the upstream answers `GET /v2/` and at least one signer is healthy, else 503.
+ * The body says which part failed. Concurrent probes share one upstream check.
+ */
+export function createReadinessHandler(opts: ReadinessOptions): (req: IncomingMessage, res: ServerResponse) => void {
+  const timeoutMs = opts.timeoutMs ?? 2_000;
+  const cacheMs = opts.cacheMs ?? 1_000;
+  let cached: { href: string; at: number; ok: boolean } | undefined;
+  let pending: { href: string; promise: Promise<boolean> } | undefined;
+
+  const upstreamReachable = (upstream: URL): Promise<boolean> => {
+    const href = new URL('v2/', upstream.href.endsWith('/') ? upstream.href : `${upstream.href}/`).href;
+    if (cached && cached.href === href && Date.now() - cached.at < cacheMs) return Promise.resolve(cached.ok);
+    if (pending && pending.href === href) return pending.promise;
+    const promise = httpStatus(href, { timeoutMs })
+      .then((status) => status < 500)
+      .catch(() => false)
+      .then((ok) => {
+        cached = { href, at: Date.now(), ok };
+        pending = undefined;
+        return ok;
+      });
+    pending = { href, promise };
+    return promise;
+  };
+
+  return (req, res) => {
+    const { upstream, health } = opts.current();
+    void upstreamReachable(upstream).then((reachable) => {
+      const signers: Record<string, 'healthy' | 'unhealthy'> = {};
+      for (const [name, s] of Object.entries(health.status())) signers[name] = s.healthy ? 'healthy' : 'unhealthy';
+      const ready = reachable && health.anyHealthy();
+      const body: Readiness = { ready, upstream: reachable ? 'reachable' : 'unreachable', signers };
+      const text = JSON.stringify(body);
+      res.writeHead(ready ? 200 : 503, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), 'Cache-Control': 'no-store' });
+      res.end(req.method === 'HEAD' ? undefined : text);
+    });
+  };
+}
