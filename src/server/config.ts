@@ -5,6 +5,7 @@ import { parseDuration } from '../duration.js';
 import { RegistryRedirectError } from '../errors.js';
 import { parseUpstream } from '../middleware.js';
 import type { Signer } from '../types.js';
+import { authorizeFromConfig, type AuthorizeConfig } from './authorize-config.js';
 import { signerFromConfig } from './signer-config.js';
 import { parseConfigPart } from './validate.js';
 
@@ -20,6 +21,7 @@ const fileSchema = z
     signer: z.unknown().optional(),
     expiry: duration('20m').optional(),
     onSignerError: z.enum(['proxy', 'error'], { error: 'write "proxy" (serve the blob from upstream, default) or "error" (answer 503)' }).optional(),
+    authorize: z.unknown().optional(),
     timeouts: z
       .object({
         authorize: duration('10s').optional(),
@@ -44,6 +46,8 @@ export interface ServerConfig {
   signer: Signer;
   expiryMs: number;
   onSignerError: 'proxy' | 'error';
+  /** `authorize:` block: mode (upstream | token), token settings, decision cache. */
+  authorize: AuthorizeConfig;
   timeouts: { authorize: number; upstream: number; signer: number; shutdown: number; headers: number };
   log: { level: (typeof LOG_LEVELS)[number] };
 }
@@ -102,6 +106,7 @@ export function buildConfig(raw: unknown): ServerConfig {
     signer: signerFromConfig(file.signer, 'signer', { expiryMs }),
     expiryMs,
     onSignerError: file.onSignerError ?? 'proxy',
+    authorize: authorizeFromConfig(file.authorize),
     timeouts: {
       authorize: ms(t.authorize, 'authorize', 10_000),
       upstream: ms(t.upstream, 'upstream', 60_000),

@@ -2,6 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { registryRedirect } from '../middleware.js';
 import type { Logger, RegistryRedirectMiddleware } from '../types.js';
+import { answerClientError, connectionsCheckInterval } from './client-errors.js';
 import type { ServerConfig } from './config.js';
 
 const HEALTH_BODY = '{"status":"ok"}';
@@ -23,6 +24,8 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
     upstream: config.upstream,
     signer: config.signer,
     onSignerError: config.onSignerError,
+    tokenAuth: config.authorize.tokenAuth,
+    decisionCache: config.authorize.cache,
     timeouts: { authorize: config.timeouts.authorize, upstream: config.timeouts.upstream, signer: config.timeouts.signer },
     logger,
   });
@@ -32,6 +35,7 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
       // Slow clients are bounded while sending headers; bodies (multi-GiB layer uploads) are not.
       headersTimeout: config.timeouts.headers,
       requestTimeout: 0,
+      connectionsCheckingInterval: connectionsCheckInterval(config.timeouts.headers),
       keepAliveTimeout: 5_000,
     },
     (req, res) => {
@@ -43,10 +47,7 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
       middleware(req, res);
     },
   );
-  server.on('clientError', (err, socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
-    else socket.destroy();
-  });
+  server.on('clientError', answerClientError);
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
