@@ -22,6 +22,8 @@ const duration = (example: string) => z.union([z.string(), z.number()], { error:
 const path = (what: string, example: string) =>
   z.string({ error: `write the path of ${what}, e.g. "${example}"` }).min(1, { error: `must not be empty; write the path of ${what}, e.g. "${example}"` });
 
+const ALGORITHMS_HINT = `write a list of ${TOKEN_ALGORITHMS.join(', ')} (never none or HS*), e.g. [RS256]`;
+
 const tokenBlock = z
   .object({
     issuer: z.string({ error: 'write the expected `iss` of tokens, e.g. "my-issuer"' }),
@@ -31,7 +33,9 @@ const tokenBlock = z
     rootCertBundle: path("distribution's rootcertbundle (PEM certificates)", '/etc/registry/token-ca.pem').optional(),
     jwksUrl: z.string({ error: 'write the JWKS URL, e.g. "https://auth.example.com/.well-known/jwks.json"' }).optional(),
     jwksCacheMaxAge: duration('10m').optional(),
-    algorithms: z.array(z.enum(TOKEN_ALGORITHMS as [TokenAlgorithm, ...TokenAlgorithm[]]), { error: `write a list of ${TOKEN_ALGORITHMS.join(', ')} (never none or HS*), e.g. [RS256]` }).optional(),
+    algorithms: z
+      .array(z.enum(TOKEN_ALGORITHMS as [TokenAlgorithm, ...TokenAlgorithm[]], { error: ALGORITHMS_HINT }), { error: ALGORITHMS_HINT })
+      .optional(),
     clockSkew: duration('60s').optional(),
   })
   .strict();
