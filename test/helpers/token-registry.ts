@@ -35,8 +35,9 @@ export interface TokenRegistry {
   stop(): Promise<void>;
 }
 
-export async function startTokenRegistry(): Promise<TokenRegistry> {
-  const tokens = await startTokenServer();
+/** Starts token server, registry and front. `users` may log in at the token server (and get everything they ask for). */
+export async function startTokenRegistry(opts: { users?: Record<string, string> } = {}): Promise<TokenRegistry> {
+  const tokens = await startTokenServer({ users: opts.users ?? {} });
   let registry: RunningRegistry | undefined;
   let front: RecordingFront | undefined;
   try {
