@@ -6,6 +6,7 @@ export { RegistryRedirectError, type ErrorCode } from './errors.js';
 export type {
   BlobLayout,
   BlobTarget,
+  DecisionCacheOptions,
   EmbeddedAuthorize,
   EmbeddedGrant,
   Logger,
@@ -15,4 +16,6 @@ export type {
   SignedUrl,
   Signer,
   Timeouts,
+  TokenAlgorithm,
+  TokenAuthOptions,
 } from './types.js';

@@ -33,7 +33,7 @@ async function serve(args: string[]): Promise<number> {
   const config = loadConfig(values.config);
   const logger = pino({ level: config.log.level, base: { name: 'registry-redirect' } });
   const running = await startServer(config, logger);
-  logger.info({ listen: running.url, upstream: config.upstream.origin, signer: config.signer.name }, 'registry-redirect listening');
+  logger.info({ listen: running.url, upstream: config.upstream.origin, signer: config.signer.name, authorize: config.authorize.mode }, 'registry-redirect listening');
 
   return new Promise<number>((resolve) => {
     const stop = (signal: NodeJS.Signals) => {

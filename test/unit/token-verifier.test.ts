@@ -179,6 +179,8 @@ describe('token verifier: JWKS URL', () => {
   let fetches = 0;
   let up = true;
   const jwk = { ...rsa.publicKey.export({ format: 'jwk' }), kid: 'key-1', use: 'sig', alg: 'RS256' };
+  const rotated = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  let published: object[] = [jwk];
 
   beforeAll(async () => {
     server = http.createServer((_req, res) => {
@@ -188,7 +190,7 @@ describe('token verifier: JWKS URL', () => {
         return;
       }
       res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ keys: [jwk] }));
+      res.end(JSON.stringify({ keys: published }));
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks.json`;
@@ -211,6 +213,20 @@ describe('token verifier: JWKS URL', () => {
     const v = createTokenVerifier({ ...BASE, jwksUrl: url, algorithms: ['RS256', 'PS256'] });
     expect(await check(v, signToken(claims(), rsa.privateKey, 'RS256', { kid: 'key-2' }))).toMatchObject({ error: 'invalid_token', reason: 'kid not found in the JWKS' });
     expect(await check(v, signToken(claims(), rsa.privateKey, 'PS256', { kid: 'key-1' }))).toMatchObject({ error: 'invalid_token' });
+  });
+
+  it('refreshes: a key rotated in later is fetched on first sight of its kid; a removed kid stops working after jwksCacheMaxAge', async () => {
+    const v = createTokenVerifier({ ...BASE, jwksUrl: url, algorithms: ['RS256'], jwksCacheMaxAge: 100 });
+    const oldToken = signToken(claims(), rsa.privateKey, 'RS256', { kid: 'key-1' });
+    expect(await check(v, oldToken)).toEqual({ ok: true });
+    published = [{ ...rotated.publicKey.export({ format: 'jwk' }), kid: 'key-2', use: 'sig', alg: 'RS256' }];
+    try {
+      expect(await check(v, signToken(claims(), rotated.privateKey, 'RS256', { kid: 'key-2' }))).toEqual({ ok: true });
+      await new Promise((resolve) => setTimeout(resolve, 250)); // only a lower bound: waiting longer changes nothing
+      expect(await check(v, oldToken)).toMatchObject({ ok: false, error: 'invalid_token' });
+    } finally {
+      published = [jwk];
+    }
   });
 
   it('an unreachable JWKS is "unavailable" (the upstream then decides), never a pass', async () => {
