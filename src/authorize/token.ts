@@ -159,6 +159,7 @@ export function createTokenVerifier(options: TokenAuthOptions, path = 'tokenAuth
     if ('key' in lookup) return verifyWith(token, lookup.key, alg, repository);
     let last = reject('invalid_token', 'no configured key verifies this token');
     for (const key of lookup.candidates) {
+      if (!algorithmsForKey(key).includes(alg)) continue;
       const result = verifyWith(token, key, alg, repository);
       // A signature match decides; other keys are only tried when this one did not sign it.
       if (result.ok || result.reason !== 'invalid signature') return result;

@@ -44,6 +44,12 @@ describe('token verifier: accepted tokens', () => {
     expect(await check(verifier, make())).toEqual({ ok: true });
   });
 
+  it('without a kid, tries every configured key that fits the algorithm, in any order', async () => {
+    const ecFirst = createTokenVerifier({ ...BASE, publicKeys: [ecPublicPem, rsaPublicPem], algorithms: ['RS256', 'ES256'] });
+    expect(await check(ecFirst, signToken(claims(), rsa.privateKey, 'RS256'))).toEqual({ ok: true });
+    expect(await check(ecFirst, signToken(claims(), ec.privateKey, 'ES256'))).toEqual({ ok: true });
+  });
+
   it('accepts a lower-case "bearer" scheme like distribution', async () => {
     expect(await verifier.check(`bearer ${signToken(claims(), rsa.privateKey, 'RS256')}`, 'team/app')).toEqual({ ok: true });
   });
