@@ -19,7 +19,7 @@ export class RegistryRedirectError extends Error {
 }
 
 /** OCI distribution error codes this package emits. */
-export type OciErrorCode = 'UNAVAILABLE' | 'UNAUTHORIZED' | 'DENIED';
+export type OciErrorCode = 'UNAVAILABLE' | 'UNAUTHORIZED' | 'DENIED' | 'UNSUPPORTED';
 
 /**
  * Writes an OCI error body `{"errors":[{"code","message","detail"}]}`. Never throws: when headers

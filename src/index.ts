@@ -29,6 +29,7 @@ export { probeSigner, type ProbeResult, type SignerHealth, type SignerHealthOpti
 export type {
   BlobLayout,
   BlobTarget,
+  DecisionCacheOptions,
   EmbeddedAuthorize,
   EmbeddedGrant,
   Logger,
@@ -38,4 +39,6 @@ export type {
   SignedUrl,
   Signer,
   Timeouts,
+  TokenAlgorithm,
+  TokenAuthOptions,
 } from './types.js';

@@ -2,9 +2,8 @@ import http from 'node:http';
 import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createEmbeddedAuthorizer } from './authorize/embedded.js';
+import { createProxyAuthorizer } from './authorize/proxy.js';
 import type { Authorizer, Grant } from './authorize/types.js';
-
-import { createUpstreamAuthorizer } from './authorize/upstream.js';
 import { RegistryRedirectError, sendOciError } from './errors.js';
 import { errorForLog, silentLogger } from './log.js';
 import { countProxiedBytes, type FallbackReason } from './metrics.js';
@@ -30,7 +29,7 @@ function validateOptions(options: RegistryRedirectOptions): void {
   if (options === null || typeof options !== 'object') {
     throw new RegistryRedirectError('CONFIG_INVALID', 'registryRedirect(options): options must be an object');
   }
-  const known = new Set(['upstream', 'signer', 'authorize', 'onSignerError', 'timeouts', 'logger', 'signers', 'rollout', 'trustedProxies', 'metrics', 'health']);
+  const known = new Set(['upstream', 'signer', 'authorize', 'onSignerError', 'timeouts', 'logger', 'signers', 'rollout', 'trustedProxies', 'metrics', 'health', 'tokenAuth', 'decisionCache']);
   for (const key of Object.keys(options)) {
     if (!known.has(key)) {
       throw new RegistryRedirectError('CONFIG_INVALID', `registryRedirect: unknown option "${key}"; known options are ${[...known].join(', ')}`);
@@ -47,6 +46,9 @@ function validateOptions(options: RegistryRedirectOptions): void {
   }
   if (options.upstream !== undefined && options.authorize !== undefined) {
     throw new RegistryRedirectError('CONFIG_INVALID', 'registryRedirect: `upstream` and `authorize` exclude each other: the upstream authorizes in proxy mode');
+  }
+  if (options.upstream === undefined && (options.tokenAuth !== undefined || options.decisionCache !== undefined)) {
+    throw new RegistryRedirectError('CONFIG_INVALID', 'registryRedirect: `tokenAuth` and `decisionCache` need `upstream` (proxy mode): existence is confirmed by the upstream; in embedded mode your `authorize` hook decides');
   }
   if (options.onSignerError !== undefined && options.onSignerError !== 'proxy' && options.onSignerError !== 'error') {
     throw new RegistryRedirectError('CONFIG_INVALID', `registryRedirect: onSignerError must be "proxy" or "error", got ${JSON.stringify(options.onSignerError)}`);
@@ -134,7 +136,7 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
   const passThrough = upstream && agent ? createPassThrough({ upstream, timeoutMs: timeouts.upstream, agent, logger }) : undefined;
   const authorize: Authorizer =
     upstream && agent
-      ? createUpstreamAuthorizer({ upstream, timeoutMs: timeouts.authorize, agent, logger })
+      ? createProxyAuthorizer({ upstream, agent, timeoutMs: timeouts.authorize, logger, tokenAuth: options.tokenAuth, decisionCache: options.decisionCache })
       : createEmbeddedAuthorizer(options.authorize!);
 
   /** Hand the request on unchanged: to the upstream (proxy mode) or the host app (embedded). */

@@ -61,8 +61,12 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
     ],
   });
   return (req, res) => {
-    // Failures reach the 'error' listener above; the promise itself never rejects then.
-    void proxy(req, res);
+    // Failures reach the 'error' listener above; the promise itself never rejects then. `next` is
+    // called when hpm declines a request it cannot parse as a URL (e.g. "//" or "/\\"): answer it,
+    // or the client would wait forever on a connection no timeout covers.
+    void proxy(req, res, () => {
+      if (!res.headersSent) sendOciError(res, 400, 'UNSUPPORTED', 'request path cannot be parsed', { path: pathForLog(req.url).slice(0, 100) });
+    });
   };
 }
 

@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { SignerHealth, SignerHealthOptions } from './health.js';
 import type { RedirectObserver } from './metrics.js';
@@ -94,6 +95,75 @@ export interface Timeouts {
   signer?: number;
 }
 
+/** JWT signature algorithms accepted in token mode: asymmetric only (never `none`, never `HS*`). */
+export type TokenAlgorithm = 'RS256' | 'RS384' | 'RS512' | 'PS256' | 'PS384' | 'PS512' | 'ES256' | 'ES384' | 'ES512';
+
+/**
+ * Token mode (proxy mode only): registry bearer tokens (Docker token auth, as distribution's
+ * `auth: token`) are verified locally instead of asking the upstream on every blob GET. Existence of
+ * the blob in the repository is still confirmed by a HEAD to the upstream (with the caller's token),
+ * then cached per (repository, digest) in the decision cache. At least one key source is required:
+ * `publicKeys`, `rootCertBundle` or `jwksUrl`. See docs/token-auth.md.
+ *
+ * @example
+ * ```ts
+ * tokenAuth: {
+ *   issuer: 'my-issuer',
+ *   service: 'my-registry',
+ *   realm: 'https://auth.example.com/token',
+ *   publicKeys: [readFileSync('/etc/registry-redirect/token.pem', 'utf8')],
+ *   algorithms: ['RS256'],
+ * }
+ * ```
+ */
+export interface TokenAuthOptions {
+  /** Expected `iss` claim, exactly. Example: `my-issuer`. Required. */
+  issuer: string;
+  /** Expected `aud` claim (one of, when `aud` is a list), and `service` in the challenge. Example: `my-registry`. Required. */
+  service: string;
+  /** Token server URL announced in the `WWW-Authenticate: Bearer realm=...` challenge. Example: `https://auth.example.com/token`. Required. */
+  realm: string;
+  /**
+   * Trusted signing keys: PEM text of public keys (`PUBLIC KEY`, `RSA PUBLIC KEY`) or certificates
+   * (`CERTIFICATE`, only its key is trusted), one or more blocks per entry, or `KeyObject`s. A
+   * token's `kid` must name one of them (libtrust key ID or RFC 7638 thumbprint); a token whose
+   * `x5c` leaf carries one of these keys is accepted too. Default: none.
+   */
+  publicKeys?: ReadonlyArray<string | Buffer | KeyObject>;
+  /**
+   * distribution's `rootcertbundle`: PEM text with one or more CA certificates. A token's `x5c`
+   * chain must lead to one of them; a `kid` may also name one of their keys. Default: none.
+   */
+  rootCertBundle?: string | Buffer;
+  /**
+   * JWKS URL of the token server, e.g. `https://auth.example.com/.well-known/jwks.json`. Keys are
+   * fetched on demand by `kid`, cached (`jwksCacheMaxAge`), refetched at most 10 times a minute
+   * for unknown `kid`s. A JWK's own `alg`, when present, must equal the token's. Default: none.
+   */
+  jwksUrl?: string;
+  /** How long a fetched JWKS key is trusted before it is fetched again, in milliseconds. Default 600 000 (10 min). */
+  jwksCacheMaxAge?: number;
+  /** Accepted signature algorithms. Default `['RS256']`. `none` and `HS*` are refused at construction. */
+  algorithms?: readonly TokenAlgorithm[];
+  /** Tolerated clock difference for `exp` and `nbf`, in milliseconds. Default 60 000 (distribution's leeway). */
+  clockSkew?: number;
+}
+
+/**
+ * The decision cache (proxy mode, upstream and token authorization): positive answers are reused
+ * for `ttl`; negative ones for at most one second. Upstream mode keys on (SHA-256 of the caller's
+ * `Authorization` + `Cookie`, repository, digest); token mode on (repository, digest), the token
+ * itself being verified on every request. Concurrent misses share one upstream HEAD.
+ * Trade-off: a blob deleted upstream, or a permission revoked upstream, may still redirect for up
+ * to `ttl`.
+ */
+export interface DecisionCacheOptions {
+  /** How long a positive decision is reused, in milliseconds. Default 30 000. `0` disables the cache. */
+  ttl?: number;
+  /** Most decisions kept (least recently used are dropped). Default 10 000. */
+  maxEntries?: number;
+}
+
 /** Options of {@link registryRedirect}. */
 export interface RegistryRedirectOptions {
   /**
@@ -106,6 +176,10 @@ export interface RegistryRedirectOptions {
   signer: Signer;
   /** Embedded mode only: the host registry's authorization + existence check. */
   authorize?: EmbeddedAuthorize;
+  /** Proxy mode only: verify registry bearer tokens locally (token mode). Default: off (the upstream's HEAD decides). See {@link TokenAuthOptions}. */
+  tokenAuth?: TokenAuthOptions;
+  /** Proxy mode: reuse authorization decisions for a short time. Default `{ ttl: 30000, maxEntries: 10000 }`; `false` or `{ ttl: 0 }` disables. See {@link DecisionCacheOptions}. */
+  decisionCache?: DecisionCacheOptions | false;
   /**
    * What to do when the signer throws or times out. `'proxy'` (default): serve the blob from the
    * upstream (embedded mode: call `next()`), so the pull still works. `'error'`: answer 503 with an

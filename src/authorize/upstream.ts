@@ -1,10 +1,12 @@
 import http from 'node:http';
 import https from 'node:https';
-import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { RegistryRedirectError, sendOciError } from '../errors.js';
 import { errorForLog } from '../log.js';
 import { isValidDigest } from '../routes.js';
 import type { BlobTarget, Logger } from '../types.js';
+import { credentialDigest, decisionKey } from './cache.js';
+import type { DecisionCache } from './cache.js';
 import type { Authorizer } from './types.js';
 
 /** The upstream's answer to the authorizing HEAD. */
@@ -61,7 +63,9 @@ export interface UpstreamAuthorizerOptions {
  * this repository: `HEAD /v2/<name>/blobs/<digest>`. Only the upstream's positive answer for the
  * same repository path counts; storage being global, a digest alone never proves anything.
  */
-export function createUpstreamProbe(opts: UpstreamAuthorizerOptions) {
+export type UpstreamProbe = (req: IncomingMessage, target: BlobTarget, path: string) => Promise<UpstreamVerdict>;
+
+export function createUpstreamProbe(opts: UpstreamAuthorizerOptions): UpstreamProbe {
   const request = opts.upstream.protocol === 'https:' ? https.request : http.request;
   const hostname = opts.upstream.hostname.replace(/^\[|\]$/g, '');
   const port = opts.upstream.port || (opts.upstream.protocol === 'https:' ? 443 : 80);
@@ -107,24 +111,33 @@ export function createUpstreamProbe(opts: UpstreamAuthorizerOptions) {
   };
 }
 
+/** Fails closed when the probe got no answer at all: 504 on timeout, 502 when unreachable. */
+export function answerProbeFailure(res: ServerResponse, err: unknown, timeoutMs: number): void {
+  if (err instanceof RegistryRedirectError && err.code === 'UPSTREAM_TIMEOUT') {
+    sendOciError(res, 504, 'UNAVAILABLE', 'upstream registry did not answer in time', { timeoutMs });
+  } else {
+    sendOciError(res, 502, 'UNAVAILABLE', 'upstream registry unreachable');
+  }
+}
+
 /**
  * Upstream mode: a 2xx (or the upstream's own redirect) on the HEAD probe is a grant; any other
  * status is `deny`, so the real GET goes upstream and its answer is relayed. No answer at all
- * fails closed with an OCI error: 504 on timeout, 502 when unreachable.
+ * fails closed with an OCI error: 504 on timeout, 502 when unreachable. With a decision `cache`,
+ * answers are reused per (SHA-256 of the caller's credentials, repository, digest).
  */
-export function createUpstreamAuthorizer(opts: UpstreamAuthorizerOptions & { logger: Logger }): Authorizer {
+export function createUpstreamAuthorizer(opts: UpstreamAuthorizerOptions & { logger: Logger; cache?: DecisionCache<UpstreamVerdict> | undefined }): Authorizer {
   const probe = createUpstreamProbe(opts);
+  const cache = opts.cache;
   return async (req, res, target, path) => {
     try {
-      const verdict = await probe(req, target, path);
+      const verdict = cache
+        ? await cache.get(decisionKey(target, credentialDigest(req.headers)), () => probe(req, target, path))
+        : await probe(req, target, path);
       return verdict.allowed ? { size: verdict.size, digest: verdict.digest } : 'deny';
     } catch (err) {
       opts.logger.warn({ error: errorForLog(err), repository: target.repository, digest: target.digest }, 'authorizing HEAD failed');
-      if (err instanceof RegistryRedirectError && err.code === 'UPSTREAM_TIMEOUT') {
-        sendOciError(res, 504, 'UNAVAILABLE', 'upstream registry did not answer in time', { timeoutMs: opts.timeoutMs });
-      } else {
-        sendOciError(res, 502, 'UNAVAILABLE', 'upstream registry unreachable');
-      }
+      answerProbeFailure(res, err, opts.timeoutMs);
       return 'answered';
     }
   };

@@ -33,7 +33,10 @@ async function serve(args: string[]): Promise<number> {
   const config = loadConfig(values.config);
   const logger = pino({ level: config.log.level, base: { name: 'registry-redirect' } });
   const running = await startServer(config, logger, { configPath: values.config });
-  logger.info({ listen: running.url, metrics: running.metricsUrl, upstream: config.upstream.origin, signer: config.signer.name }, 'registry-redirect listening');
+  logger.info(
+    { listen: running.url, metrics: running.metricsUrl, upstream: config.upstream.origin, signer: config.signer.name, authorize: config.authorize.mode },
+    'registry-redirect listening',
+  );
   const onHangup = () => void running.reload('SIGHUP');
   process.on('SIGHUP', onHangup);
 

@@ -6,6 +6,7 @@ import { RegistryRedirectError } from '../errors.js';
 import { parseUpstream } from '../middleware.js';
 import type { Signer } from '../types.js';
 import { buildRolloutConfig, type RolloutConfig } from './rollout-config.js';
+import { authorizeFromConfig, type AuthorizeConfig } from './authorize-config.js';
 import { signerFromConfig } from './signer-config.js';
 import { parseConfigPart } from './validate.js';
 
@@ -21,6 +22,7 @@ const fileSchema = z
     signer: z.unknown().optional(),
     expiry: duration('20m').optional(),
     onSignerError: z.enum(['proxy', 'error'], { error: 'write "proxy" (serve the blob from upstream, default) or "error" (answer 503)' }).optional(),
+    authorize: z.unknown().optional(),
     timeouts: z
       .object({
         authorize: duration('10s').optional(),
@@ -55,6 +57,8 @@ export interface ServerConfig extends Omit<RolloutConfig, 'metrics'> {
   signer: Signer;
   expiryMs: number;
   onSignerError: 'proxy' | 'error';
+  /** `authorize:` block: mode (upstream | token), token settings, decision cache. */
+  authorize: AuthorizeConfig;
   timeouts: { authorize: number; upstream: number; signer: number; shutdown: number; headers: number };
   log: { level: (typeof LOG_LEVELS)[number]; requests: boolean };
   /** `metrics:`; undefined -> no metrics. `listen` undefined -> served on the main listener at `path`. */
@@ -135,6 +139,7 @@ export function buildConfig(raw: unknown): ServerConfig {
     expiryMs,
     onSignerError: file.onSignerError ?? 'proxy',
     timeouts,
+    authorize: authorizeFromConfig(file.authorize),
     log: { level: file.log?.level ?? 'info', requests: file.log?.requests ?? true },
   };
 }

@@ -2,6 +2,7 @@ import http from 'node:http';
 import { prometheusMetrics, type PrometheusMetrics } from '../metrics.js';
 import { registryRedirect } from '../middleware.js';
 import type { Logger } from '../types.js';
+import { answerClientError, connectionsCheckInterval } from './client-errors.js';
 import type { ServerConfig } from './config.js';
 import { accessLogger, listenOn, startMetricsServer } from './observability.js';
 import { createReadinessHandler } from './readiness.js';
@@ -49,6 +50,8 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
         health: c.health,
         metrics,
         onSignerError: c.onSignerError,
+        tokenAuth: c.authorize.tokenAuth,
+        decisionCache: c.authorize.cache,
         timeouts: { authorize: c.timeouts.authorize, upstream: c.timeouts.upstream, signer: c.timeouts.signer },
         logger,
       }),
@@ -64,6 +67,7 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
       // Slow clients are bounded while sending headers; bodies (multi-GiB layer uploads) are not.
       headersTimeout: config.timeouts.headers,
       requestTimeout: 0,
+      connectionsCheckingInterval: connectionsCheckInterval(config.timeouts.headers),
       keepAliveTimeout: 5_000,
     },
     (req, res) => {
@@ -84,10 +88,7 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
       hot.handle(req, res);
     },
   );
-  server.on('clientError', (err, socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
-    else socket.destroy();
-  });
+  server.on('clientError', answerClientError);
 
   const url = await listenOn(server, config.listen);
   let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | undefined;

@@ -109,6 +109,12 @@ export interface StartTokenServerOptions {
   users?: Record<string, string>;
   /** Actions granted to anonymous clients (default none). */
   anonymousActions?: string[];
+  /**
+   * Per-user policy: the actions `user` (undefined = anonymous) may have on the requested
+   * resource; only those also asked for are granted. Replaces the default (valid users get
+   * everything they ask for, anonymous clients `anonymousActions`).
+   */
+  grant?: (user: string | undefined, requested: AccessEntry) => string[];
   signer?: TokenSigner;
 }
 
@@ -159,10 +165,10 @@ export async function startTokenServer(opts: StartTokenServerOptions = {}): Prom
       user = name;
     }
     const asked = parseScopes(u.searchParams.getAll('scope'));
-    const granted = asked.map((a) => ({
-      ...a,
-      actions: user !== undefined ? a.actions : a.actions.filter((x) => (opts.anonymousActions ?? []).includes(x)),
-    }));
+    const granted = asked.map((a) => {
+      const allowed = opts.grant ? opts.grant(user, a) : user !== undefined ? a.actions : (opts.anonymousActions ?? []);
+      return { ...a, actions: a.actions.filter((x) => allowed.includes(x)) };
+    });
     requests.push({ url: req.url ?? '', user, granted });
     const token = signer.mint({ service: u.searchParams.get('service') ?? service, access: granted, subject: user });
     res.writeHead(200, { 'content-type': 'application/json' });

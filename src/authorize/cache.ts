@@ -1,0 +1,146 @@
+import { createHash } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
+import { LRUCache } from 'lru-cache';
+import { RegistryRedirectError } from '../errors.js';
+import type { BlobTarget, DecisionCacheOptions } from '../types.js';
+
+/** Positive decisions live this long by default (milliseconds). */
+export const DEFAULT_DECISION_TTL_MS = 30_000;
+/** Default bound on cached decisions (each entry is well under 1 KiB). */
+export const DEFAULT_DECISION_MAX_ENTRIES = 10_000;
+/**
+ * Negative answers (404, and 401/403 when the key includes the credential) are kept at most this
+ * long: enough to absorb a burst of retries, short enough that a blob pushed a moment later, or a
+ * permission granted a moment later, is seen almost at once.
+ */
+export const NEGATIVE_DECISION_TTL_MS = 1_000;
+
+/**
+ * A bounded LRU of authorization decisions with a per-entry TTL and single-flight loading:
+ * concurrent misses for one key share one load (one upstream HEAD). Failed loads (timeouts,
+ * unreachable upstream) are never cached; every waiter sees the failure.
+ */
+export interface DecisionCache<V> {
+  /** The cached value for `key`, or the result of `load()`, shared by every concurrent caller of `key`. */
+  get(key: string, load: () => Promise<V>): Promise<V>;
+  /** Number of cached (possibly expired, not yet evicted) entries. */
+  readonly size: number;
+  /** Counters since creation: `hits` (answered from cache), `loads` (loads started), `shared` (callers that joined a load in flight). */
+  stats(): { hits: number; loads: number; shared: number };
+  clear(): void;
+}
+
+/** Resolved decision-cache settings (milliseconds; `ttl: 0` disables caching and sharing). */
+export interface ResolvedDecisionCacheOptions {
+  ttl: number;
+  maxEntries: number;
+}
+
+interface Entry<V> {
+  value: V;
+  expiresAt: number;
+}
+
+/** Validates the public `decisionCache` option and fills in defaults. Throws CONFIG_INVALID naming the key. */
+export function resolveDecisionCacheOptions(options: DecisionCacheOptions | false | undefined, key = 'decisionCache'): ResolvedDecisionCacheOptions {
+  if (options === false) return { ttl: 0, maxEntries: DEFAULT_DECISION_MAX_ENTRIES };
+  if (options === undefined) return { ttl: DEFAULT_DECISION_TTL_MS, maxEntries: DEFAULT_DECISION_MAX_ENTRIES };
+  if (options === null || typeof options !== 'object') {
+    throw new RegistryRedirectError('CONFIG_INVALID', `${key}: write an object such as { ttl: 30000, maxEntries: 10000 }, or false to disable the cache`);
+  }
+  for (const k of Object.keys(options)) {
+    if (k !== 'ttl' && k !== 'maxEntries') {
+      throw new RegistryRedirectError('CONFIG_INVALID', `${key}.${k}: unknown option; known: ttl (milliseconds, 0 disables), maxEntries`);
+    }
+  }
+  const ttl = options.ttl ?? DEFAULT_DECISION_TTL_MS;
+  const maxEntries = options.maxEntries ?? DEFAULT_DECISION_MAX_ENTRIES;
+  if (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl < 0) {
+    throw new RegistryRedirectError('CONFIG_INVALID', `${key}.ttl: ${JSON.stringify(ttl)} is not a duration; write milliseconds >= 0, e.g. 30000 (0 disables the cache)`);
+  }
+  if (typeof maxEntries !== 'number' || !Number.isSafeInteger(maxEntries) || maxEntries < 1) {
+    throw new RegistryRedirectError('CONFIG_INVALID', `${key}.maxEntries: ${JSON.stringify(maxEntries)} is not a positive integer; write e.g. 10000`);
+  }
+  return { ttl, maxEntries };
+}
+
+/**
+ * Creates a decision cache. `ttlOf(value)` says how long one answer may be reused: the full TTL
+ * for a positive answer, at most {@link NEGATIVE_DECISION_TTL_MS} for a negative one, 0 for an
+ * answer that must not be reused at all. Returns `undefined` when `ttl` is 0 (cache disabled: every
+ * request asks the upstream itself, nothing is shared).
+ */
+export function createDecisionCache<V extends object>(
+  options: ResolvedDecisionCacheOptions & { ttlOf: (value: V, ttl: number) => number; now?: () => number },
+): DecisionCache<V> | undefined {
+  if (options.ttl <= 0) return undefined;
+  const now = options.now ?? Date.now;
+  const { ttl, ttlOf } = options;
+  const entries = new LRUCache<string, Entry<V>>({ max: options.maxEntries });
+  const inFlight = new Map<string, Promise<V>>();
+  let hits = 0;
+  let loads = 0;
+  let shared = 0;
+
+  return {
+    get(key, load) {
+      const entry = entries.get(key);
+      if (entry !== undefined) {
+        if (entry.expiresAt > now()) {
+          hits++;
+          return Promise.resolve(entry.value);
+        }
+        entries.delete(key);
+      }
+      const pending = inFlight.get(key);
+      if (pending !== undefined) {
+        shared++;
+        return pending;
+      }
+      loads++;
+      const started = load().then(
+        (value) => {
+          inFlight.delete(key);
+          const keep = Math.min(ttl, ttlOf(value, ttl));
+          if (keep > 0) entries.set(key, { value, expiresAt: now() + keep });
+          return value;
+        },
+        (err: unknown) => {
+          inFlight.delete(key);
+          throw err;
+        },
+      );
+      inFlight.set(key, started);
+      return started;
+    },
+    get size() {
+      return entries.size;
+    },
+    stats: () => ({ hits, loads, shared }),
+    clear() {
+      entries.clear();
+    },
+  };
+}
+
+/**
+ * SHA-256 (hex) of everything in the request that the upstream may base its authorization on:
+ * `Authorization` and `Cookie`. Cache keys carry this digest, never the credential itself, so a
+ * heap dump or a debug print of the cache reveals no secret.
+ */
+export function credentialDigest(headers: IncomingHttpHeaders): string {
+  const hash = createHash('sha256');
+  hash.update(headers.authorization ?? '');
+  hash.update('\n');
+  const cookie = headers.cookie;
+  hash.update(Array.isArray(cookie) ? cookie.join('; ') : (cookie ?? ''));
+  return hash.digest('hex');
+}
+
+/**
+ * Cache key of a blob in one repository, optionally for one credential. Repository names and
+ * digests are validated (no spaces), so the space separator cannot be forged by a crafted name.
+ */
+export function decisionKey(target: BlobTarget, credential?: string): string {
+  return credential === undefined ? `${target.repository} ${target.digest}` : `${credential} ${target.repository} ${target.digest}`;
+}
