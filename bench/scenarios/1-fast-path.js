@@ -1,0 +1,109 @@
+// Scenario 1: the redirect fast path (authorization cached, URL cached) of the standalone server
+// vs a bare node:http server answering a fixed 307, in the same run.
+import { HAS_URL_CACHE, azureBlock, fastPathSigner } from '../lib/lib.js';
+import { compareRounds } from '../lib/load.js';
+import { cliHasWorkers, expectRedirect, startFixture, startServe } from '../lib/servers.js';
+
+export const title = 'Redirect fast path: serve vs bare node:http 307';
+const PATH = `/v2/bench/app/blobs/sha256:${'a'.repeat(64)}`;
+
+const fmtRps = (s) => `${Math.round(s.rps).toLocaleString('en-US')} req/s`;
+
+export async function run(ctx) {
+  const upstream = await startFixture('upstream');
+  const base = { upstream: upstream.origin, signer: azureBlock(), log: { level: 'warn', requests: false } };
+  const bare = await startFixture('bare307');
+  const serve = await startServe(base, { dir: ctx.dir, name: 'serve-s1' });
+  const variants = [
+    { name: 'bare', origin: bare.origin, paths: [PATH], pids: bare.pids },
+    { name: 'serve', origin: serve.origin, paths: [PATH], pids: serve.pids },
+  ];
+  if (!ctx.smoke) {
+    const logged = await startServe({ ...base, log: { level: 'info', requests: true } }, { dir: ctx.dir, name: 'serve-s1-log' });
+    const fast = await startFixture('serve-fast', { upstream: upstream.origin });
+    variants.push(
+      { name: 'serve+log', origin: logged.origin, paths: [PATH], pids: logged.pids },
+      { name: 'serve-fast', origin: fast.origin, paths: [PATH], pids: fast.pids },
+    );
+    if (cliHasWorkers()) {
+      const two = await startServe(base, { dir: ctx.dir, name: 'serve-s1-w2', workers: 2 });
+      variants.push({ name: 'serve-w2', origin: two.origin, paths: [PATH], pids: two.pids });
+    }
+  }
+  for (const v of variants) await expectRedirect(v.origin, PATH);
+
+  ctx.log(`scenario 1: ${variants.map((v) => v.name).join(', ')}; ${ctx.rounds} rounds x ${ctx.seconds} s, ${ctx.connections} connections`);
+  const s = await compareRounds({ variants, baseline: 'bare', rounds: ctx.rounds, seconds: ctx.seconds, connections: ctx.connections, log: ctx.log });
+
+  const urlCache = HAS_URL_CACHE ? 'URL cache on (serve default)' : 'no URL cache in this build: signs every request (~8 µs Azure SAS)';
+  const rows = [
+    {
+      id: '1a',
+      title: 'serve (CLI, access log off) vs bare 307: req/s',
+      ours: fmtRps(s.serve),
+      baseline: fmtRps(s.bare),
+      value: s.serve.rpsRatio,
+      unit: 'x',
+      target: { op: '>=', value: 0.7 },
+      note: `authorization cached; ${urlCache}. Stretch target 0.85x.`,
+    },
+    {
+      id: '1b',
+      title: 'serve (CLI) vs bare 307: p99 latency',
+      ours: `${s.serve.p99Ms.toFixed(2)} ms`,
+      baseline: `${s.bare.p99Ms.toFixed(2)} ms`,
+      value: s.serve.p99Ratio,
+      unit: 'x',
+      target: { op: '<=', value: 2 },
+    },
+  ];
+  if (s['serve-fast']) {
+    rows.push(
+      {
+        id: '1c',
+        title: `serve, URL cached (${HAS_URL_CACHE ? 'cachedSigner' : 'stand-in signer'}) vs bare 307: req/s`,
+        ours: fmtRps(s['serve-fast']),
+        baseline: fmtRps(s.bare),
+        value: s['serve-fast'].rpsRatio,
+        unit: 'x',
+        target: { op: '>=', value: 0.7 },
+        note: `${fastPathSigner().label}; same server code (startServer) in its own process`,
+      },
+      {
+        id: '1d',
+        title: 'serve, URL cached vs bare 307: p99 latency',
+        ours: `${s['serve-fast'].p99Ms.toFixed(2)} ms`,
+        baseline: `${s.bare.p99Ms.toFixed(2)} ms`,
+        value: s['serve-fast'].p99Ratio,
+        unit: 'x',
+        target: { op: '<=', value: 2 },
+      },
+      {
+        id: '1e',
+        title: 'serve with access log (log.requests: true, default) vs bare 307',
+        ours: fmtRps(s['serve+log']),
+        baseline: fmtRps(s.bare),
+        value: s['serve+log'].rpsRatio,
+        unit: 'x',
+        note: 'the cost of one JSON access-log line per request (stdout to /dev/null)',
+      },
+    );
+  }
+  if (s['serve-w2']) {
+    rows.push({
+      id: '1f',
+      title: 'serve --workers 2 vs bare 307 (1 process)',
+      ours: fmtRps(s['serve-w2']),
+      baseline: fmtRps(s.bare),
+      value: s['serve-w2'].rpsRatio,
+      unit: 'x',
+      note: `scaling 1 -> 2 workers: ${(s['serve-w2'].rps / s.serve.rps).toFixed(2)}x (the load generator shares the same 2 cores)`,
+    });
+  }
+  return { rows, details: summarize(s) };
+}
+
+/** What goes into the JSON besides the rows: per-variant medians and every run. */
+export function summarize(s) {
+  return Object.fromEntries(Object.entries(s).map(([k, v]) => [k, { rps: v.rps, p50Ms: v.p50Ms, p99Ms: v.p99Ms, cpuUsPerRequest: v.cpuUsPerRequest, cpuUsPerRequestBy: v.cpuUsPerRequestBy, rpsRatio: v.rpsRatio, rpsRatioRange: v.rpsRatioRange, p99Ratio: v.p99Ratio, requests: v.requests, badResponses: v.bad, runs: v.runs }]));
+}

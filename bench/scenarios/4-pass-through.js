@@ -1,0 +1,145 @@
+// Scenario 4: pass-through overhead. Manifest GETs and a blob upload (POST, then one PUT with the
+// whole body) through the proxy vs straight to distribution; the proxy's RSS is sampled from /proc
+// during the upload to show it streams (a buffered body would grow it by the body's size).
+import { createHash } from 'node:crypto';
+import http from 'node:http';
+import { performance } from 'node:perf_hooks';
+import { azureBlock } from '../lib/lib.js';
+import { compareRounds, median } from '../lib/load.js';
+import { pseudoRandomBytes } from '../lib/peers.js';
+import { httpRequest, rssBytes, sampleRss } from '../lib/procs.js';
+import { startServe } from '../lib/servers.js';
+import { summarize } from './1-fast-path.js';
+
+export const title = 'Pass-through: manifest GET and blob upload, proxy vs direct';
+const MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+const MiB = 2 ** 20;
+const fmtRps = (s) => `${Math.round(s.rps).toLocaleString('en-US')} req/s`;
+
+/** PUT `body` to `url`, 1 MiB per write with backpressure (a client streaming a layer). */
+function put(url, body, digest) {
+  return new Promise((resolve, reject) => {
+    const target = new URL(url);
+    target.searchParams.set('digest', digest);
+    const req = http.request(target, { method: 'PUT', agent: false, headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': body.length } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode));
+    });
+    req.on('error', reject);
+    req.setTimeout(120_000, () => req.destroy(new Error('upload timed out')));
+    let offset = 0;
+    const write = () => {
+      while (offset < body.length) {
+        const chunk = body.subarray(offset, offset + MiB);
+        offset += chunk.length;
+        if (!req.write(chunk)) return void req.once('drain', write);
+      }
+      req.end();
+    };
+    write();
+  });
+}
+
+/** One monolithic upload (POST then PUT ?digest=); returns seconds for the PUT (the bytes). */
+async function upload(origin, repository, body, digest) {
+  const post = await httpRequest(`${origin}/v2/${repository}/blobs/uploads/`, { method: 'POST', headers: { 'Content-Length': '0' } });
+  if (post.status !== 202 || !post.headers.location) throw new Error(`upload POST ${origin}: ${post.status} ${post.body.toString().slice(0, 200)}`);
+  const location = new URL(post.headers.location, origin);
+  if (location.origin !== origin) throw new Error(`upload Location ${location.origin} does not point at ${origin}`);
+  const t0 = performance.now();
+  const status = await put(location.href, body, digest);
+  const seconds = (performance.now() - t0) / 1_000;
+  if (status !== 201) throw new Error(`upload PUT ${origin}: status ${status}`);
+  return seconds;
+}
+
+export async function run(ctx) {
+  const registry = await ctx.shared.registry();
+  const proxy = await startServe({ upstream: registry.url, signer: azureBlock(), log: { level: 'warn', requests: false } }, { dir: ctx.dir, name: 'serve-s4' });
+  const manifestPath = '/v2/bench/small/manifests/v1';
+  const headers = { Accept: MANIFEST };
+  for (const origin of [registry.url, proxy.origin]) {
+    const res = await httpRequest(origin + manifestPath, { headers });
+    if (res.status !== 200 || res.headers['docker-content-digest'] !== registry.small.manifest.digest) throw new Error(`${origin}${manifestPath}: ${res.status}`);
+  }
+  ctx.log(`scenario 4: manifest GETs, ${ctx.rounds} rounds x ${ctx.seconds} s; then ${ctx.uploads} upload(s) of ${ctx.uploadMiB} MiB each way`);
+  const variants = [
+    { name: 'direct', origin: registry.url, paths: [manifestPath], headers, pids: () => [registry.proc.pid] },
+    { name: 'proxy', origin: proxy.origin, paths: [manifestPath], headers, pids: () => [proxy.proc.pid, registry.proc.pid], parts: { proxy: () => [proxy.proc.pid], distribution: () => [registry.proc.pid] } },
+  ];
+  const s = await compareRounds({ variants, baseline: 'direct', rounds: ctx.rounds, seconds: ctx.seconds, connections: ctx.connections, log: ctx.log });
+
+  const body = pseudoRandomBytes('upload', ctx.uploadMiB * MiB);
+  const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
+  // Warm-up: the blob exists afterwards, so every measured upload does the same work upstream.
+  await upload(registry.url, 'bench/upload', body, digest);
+  const direct = [];
+  const proxied = [];
+  let rssGrowth = 0;
+  const rssBase = rssBytes(proxy.proc.pid);
+  for (let i = 0; i < ctx.uploads; i++) {
+    direct.push(await upload(registry.url, 'bench/upload', body, digest));
+    globalThis.gc?.();
+    const before = rssBytes(proxy.proc.pid);
+    const sampler = sampleRss([proxy.proc.pid], 10);
+    proxied.push(await upload(proxy.origin, 'bench/upload', body, digest));
+    const { peak, samples } = sampler.stop();
+    rssGrowth = Math.max(rssGrowth, peak - before);
+    ctx.log(`  upload ${i + 1}/${ctx.uploads}: direct ${(ctx.uploadMiB / direct.at(-1)).toFixed(0)} MiB/s, proxy ${(ctx.uploadMiB / proxied.at(-1)).toFixed(0)} MiB/s; proxy RSS ${(before / MiB).toFixed(1)} -> peak ${(peak / MiB).toFixed(1)} MiB (${samples} samples)`);
+  }
+  // Streaming means memory does not follow the body: one upload four times as large.
+  const bigMiB = ctx.uploadMiB * 4;
+  const bigBody = pseudoRandomBytes('upload-big', bigMiB * MiB);
+  const bigDigest = `sha256:${createHash('sha256').update(bigBody).digest('hex')}`;
+  const bigBefore = rssBytes(proxy.proc.pid);
+  const bigSampler = sampleRss([proxy.proc.pid], 10);
+  const bigSeconds = await upload(proxy.origin, 'bench/upload', bigBody, bigDigest);
+  const bigGrowth = bigSampler.stop().peak - bigBefore;
+  ctx.log(`  upload of ${bigMiB} MiB through the proxy: ${(bigMiB / bigSeconds).toFixed(0)} MiB/s; proxy RSS ${(bigBefore / MiB).toFixed(1)} MiB, growth ${(bigGrowth / MiB).toFixed(1)} MiB`);
+  const mibps = (secs) => ctx.uploadMiB / median(secs);
+  const uploadRatio = median(proxied.map((p, i) => direct[i] / p));
+  return {
+    rows: [
+      {
+        id: '4a',
+        title: 'manifest GET through the proxy vs straight to distribution: req/s',
+        ours: fmtRps(s.proxy),
+        baseline: fmtRps(s.direct),
+        value: s.proxy.rpsRatio,
+        unit: 'x',
+        target: { op: '>=', value: 0.8 },
+      },
+      {
+        id: '4b',
+        title: `${ctx.uploadMiB} MiB blob upload through the proxy vs direct: throughput`,
+        ours: `${mibps(proxied).toFixed(0)} MiB/s`,
+        baseline: `${mibps(direct).toFixed(0)} MiB/s`,
+        value: uploadRatio,
+        unit: 'x',
+        target: { op: '>=', value: 0.8 },
+        note: `median of ${ctx.uploads} alternating upload pair(s); monolithic PUT, 1 MiB writes`,
+      },
+      {
+        id: '4c',
+        title: `proxy RSS growth during ${ctx.uploadMiB} MiB uploads (largest)`,
+        ours: `+${(rssGrowth / MiB).toFixed(1)} MiB (from ${(rssBase / MiB).toFixed(0)} MiB)`,
+        baseline: `body ${ctx.uploadMiB} MiB`,
+        value: rssGrowth / MiB,
+        unit: 'MiB',
+        note: 'peak VmRSS (sampled every 10 ms) minus VmRSS before the upload; chunk buffers wait for GC, so RSS rises a little, then stops',
+      },
+      {
+        id: '4d',
+        title: `proxy RSS growth during one ${bigMiB} MiB upload (flat = does not follow the body)`,
+        ours: `+${(bigGrowth / MiB).toFixed(1)} MiB`,
+        baseline: `body ${bigMiB} MiB`,
+        value: bigGrowth / MiB,
+        unit: 'MiB',
+        // A buffering proxy would grow by the whole body; a streaming one by a bounded amount, whatever the size.
+        target: { op: '<=', value: bigMiB / 4 },
+        note: `target: under a quarter of the body (a buffering proxy adds the whole body); compare with 4c: ${ctx.uploadMiB} MiB -> +${(rssGrowth / MiB).toFixed(1)} MiB, ${bigMiB} MiB -> +${(bigGrowth / MiB).toFixed(1)} MiB`,
+      },
+    ],
+    details: { manifests: summarize(s), uploads: { mib: ctx.uploadMiB, directSeconds: direct, proxySeconds: proxied, proxyRssBase: rssBase, proxyRssGrowthBytes: rssGrowth, bigMiB, bigSeconds, bigRssGrowthBytes: bigGrowth } },
+  };
+}
