@@ -5,6 +5,7 @@ import { parseDuration } from '../duration.js';
 import { RegistryRedirectError } from '../errors.js';
 import { parseUpstream } from '../middleware.js';
 import type { Signer } from '../types.js';
+import { buildCacheConfig, cacheBlock, withCache, type CacheConfig } from './cache-config.js';
 import { signerFromConfig } from './signer-config.js';
 import { parseConfigPart } from './validate.js';
 
@@ -19,6 +20,7 @@ const fileSchema = z
     upstream: z.string({ error: 'write the upstream registry URL, e.g. "http://127.0.0.1:5000"' }),
     signer: z.unknown().optional(),
     expiry: duration('20m').optional(),
+    cache: cacheBlock.optional(),
     onSignerError: z.enum(['proxy', 'error'], { error: 'write "proxy" (serve the blob from upstream, default) or "error" (answer 503)' }).optional(),
     timeouts: z
       .object({
@@ -41,8 +43,10 @@ const fileSchema = z
 export interface ServerConfig {
   listen: { host: string; port: number };
   upstream: URL;
+  /** The default signer, wrapped in the signed-URL cache unless `cache.enabled: false`. */
   signer: Signer;
   expiryMs: number;
+  cache: CacheConfig;
   onSignerError: 'proxy' | 'error';
   timeouts: { authorize: number; upstream: number; signer: number; shutdown: number; headers: number };
   log: { level: (typeof LOG_LEVELS)[number] };
@@ -88,6 +92,7 @@ export function buildConfig(raw: unknown): ServerConfig {
     throw new RegistryRedirectError('CONFIG_INVALID', 'signer: missing; write e.g. "signer: { azure: { account: myaccount, container: registry } }"');
   }
   const expiryMs = file.expiry === undefined ? 20 * 60_000 : parseDuration(file.expiry, 'expiry');
+  const cache = buildCacheConfig(file.cache, expiryMs);
   const t = file.timeouts ?? {};
   const ms = (v: string | number | undefined, key: string, dflt: number) => (v === undefined ? dflt : parseDuration(v, `timeouts.${key}`));
   let upstream: URL;
@@ -99,8 +104,9 @@ export function buildConfig(raw: unknown): ServerConfig {
   return {
     listen: parseListen(file.listen ?? ':8080'),
     upstream,
-    signer: signerFromConfig(file.signer, 'signer', { expiryMs }),
+    signer: withCache(signerFromConfig(file.signer, 'signer', { expiryMs }), cache),
     expiryMs,
+    cache,
     onSignerError: file.onSignerError ?? 'proxy',
     timeouts: {
       authorize: ms(t.authorize, 'authorize', 10_000),

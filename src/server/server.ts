@@ -19,6 +19,8 @@ export interface RunningServer {
  * app) with `/healthz` answered locally, never touching the upstream.
  */
 export async function startServer(config: ServerConfig, logger: Logger): Promise<RunningServer> {
+  // Credentials from default chains (AWS, Google ADC) resolve now: a missing one stops startup.
+  await config.signer.ready?.();
   const middleware: RegistryRedirectMiddleware = registryRedirect({
     upstream: config.upstream,
     signer: config.signer,
