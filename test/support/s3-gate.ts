@@ -17,6 +17,10 @@
  * expired -> 403 AccessDenied "Request has expired", wrong region or malformed parameters ->
  * 400 AuthorizationQueryParametersError.
  *
+ * One emulator gap is filled in: s3rver never answers a ranged GET of an empty object (it hangs);
+ * S3 answers 416 InvalidRange. The gate does the same, so empty objects (zot dedupe copies) can
+ * be tested.
+ *
  * @module
  */
 import { timingSafeEqual } from 'node:crypto';
@@ -293,20 +297,18 @@ export async function startS3Gate(opts: StartS3GateOptions = {}): Promise<Runnin
           req.resume();
           return;
         }
-        const up = http.request({ host, port: privatePort, method: req.method, path: withoutAuthParams(record.url), headers: forwardHeaders(req.headers), agent }, (upRes) => {
-          record.status = upRes.statusCode;
-          res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, forwardHeaders(upRes.headers));
-          upRes.pipe(res);
-          upRes.on('error', () => res.destroy());
-        });
-        up.on('error', (err) => {
-          if (res.headersSent) res.destroy(err);
-          else {
-            res.writeHead(502, { 'content-type': 'text/plain' });
-            res.end(`s3 gate: ${err.message}`);
+        const path = withoutAuthParams(record.url);
+        void emptyObjectRange(req.method, req.headers.range, path).then((empty) => {
+          if (empty) {
+            const body = errorXml(deny(416, 'InvalidRange', 'The requested range is not satisfiable')).replace('</Message>', `</Message><RangeRequested>${req.headers.range}</RangeRequested><ActualObjectSize>0</ActualObjectSize>`);
+            record.status = 416;
+            res.writeHead(416, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body) });
+            res.end(body);
+            req.resume();
+            return;
           }
+          forward(path);
         });
-        req.pipe(up);
       },
       (err: unknown) => {
         record.verdict = deny(500, 'InternalError', String(err));
@@ -315,7 +317,37 @@ export async function startS3Gate(opts: StartS3GateOptions = {}): Promise<Runnin
         res.end(String(err));
       },
     );
+
+    function forward(path: string): void {
+      const up = http.request({ host, port: privatePort, method: req.method, path, headers: forwardHeaders(req.headers), agent }, (upRes) => {
+        record.status = upRes.statusCode;
+        res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, forwardHeaders(upRes.headers));
+        upRes.pipe(res);
+        upRes.on('error', () => res.destroy());
+      });
+      up.on('error', (err) => {
+        if (res.headersSent) res.destroy(err);
+        else {
+          res.writeHead(502, { 'content-type': 'text/plain' });
+          res.end(`s3 gate: ${err.message}`);
+        }
+      });
+      req.pipe(up);
+    }
   });
+
+  /** True for a ranged GET of an object s3rver holds with zero bytes. */
+  function emptyObjectRange(method: string | undefined, range: string | undefined, path: string): Promise<boolean> {
+    if (method !== 'GET' || !range) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const head = http.request({ host, port: privatePort, method: 'HEAD', path, agent }, (r) => {
+        r.resume();
+        resolve(r.statusCode === 200 && r.headers['content-length'] === '0');
+      });
+      head.on('error', () => resolve(false));
+      head.end();
+    });
+  }
   const port = await freePort(host);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
