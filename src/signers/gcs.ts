@@ -38,6 +38,28 @@ interface ServiceAccount {
   private_key: string;
 }
 
+const CREDENTIALS_DEPRECATION = 'The `credentials` option is deprecated';
+
+/**
+ * google-auth-library 11 prints a deprecation line on stderr for every `credentials` option, yet
+ * `getSignedUrl` with a service account key needs exactly that option: `GoogleAuth.getCredentials`
+ * reads the signer's `client_email` from it (a `JWT` auth client instead makes it probe the GCE
+ * metadata server). The key comes from our own validated config, which is what the warning is
+ * about, so that one line is dropped (the constructor is synchronous: nothing else runs meanwhile).
+ */
+function withoutCredentialsWarning<T>(build: () => T): T {
+  const warn = console.warn;
+  console.warn = (...args: unknown[]) => {
+    if (typeof args[0] === 'string' && args[0].startsWith(CREDENTIALS_DEPRECATION)) return;
+    warn(...args);
+  };
+  try {
+    return build();
+  } finally {
+    console.warn = warn;
+  }
+}
+
 /** GCS builds the whole path itself (`/<bucket>/<key>` or `/<key>`): endpoints are an origin only. */
 function originOnly(value: string, key: string, example: string): string {
   const url = parseBaseUrl(value, key, example);
@@ -110,7 +132,7 @@ export function gcsSigner(options: GcsSignerOptions): Signer {
   const { keyOf, objectKey } = layoutOf(options);
 
   const storageOptions: StorageOptions = { apiEndpoint: endpoint, ...(credentials ? { credentials } : {}) };
-  const storage = new Storage(storageOptions);
+  const storage = withoutCredentialsWarning(() => new Storage(storageOptions));
   const bucket = storage.bucket(bucketName);
   const urlOptions = {
     version: 'v4' as const,

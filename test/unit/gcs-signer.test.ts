@@ -132,6 +132,16 @@ describe('gcsSigner', () => {
     }
   });
 
+  it('prints nothing at construction (no google-auth-library deprecation line in the server log)', () => {
+    const warn = vi.spyOn(console, 'warn');
+    try {
+      make({});
+      expect(warn).not.toHaveBeenCalled();
+    } finally {
+      warn.mockRestore();
+    }
+  });
+
   it('exposes the object key for the cache', () => {
     expect(make({}).objectKey!(req)).toBe(`docker/registry/v2/blobs/sha256/ef/${HEX}/data`);
   });
