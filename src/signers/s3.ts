@@ -133,20 +133,29 @@ export function s3Signer(options: S3SignerOptions): Signer {
     signingName: signingService,
   });
 
+  const credentialsOf = client.config.credentials;
+
   async function sign(request: SignRequest): Promise<SignedUrl> {
     const path = `${basePath}/${encodeS3Key(keyOf(request.repository, request.digest))}`;
     // SigV4 dates have second precision; sign with a whole second so expiresAt is exact.
     const signingDate = Math.floor(now() / 1_000) * 1_000;
+    // The SDK's provider caches and refreshes (web identity, instance role): cheap per call. The
+    // presigner asks it again; should it refresh in between, the URL outlives `identity`: safe.
+    const identity = await credentialsOf();
     const signed = await presigner.presign(
       { method: 'GET', protocol, hostname, ...(port ? { port } : {}), path, query: {}, headers: { host } },
       { signingDate: new Date(signingDate), expiresIn, signingRegion, signingService },
     );
+    // A URL signed with temporary credentials (IRSA, instance role, STS) stops working when they
+    // expire, even inside X-Amz-Expires: report the earlier instant so the cache never outlives it.
+    const sessionEnd = identity.expiration?.getTime();
+    const expiresAt = Math.min(signingDate + expiresIn * 1_000, sessionEnd ?? Infinity);
     const params = signed.query ?? {};
     const query = Object.keys(params)
       .sort()
       .map((name) => `${escapeQuery(name)}=${escapeQuery(String(params[name]))}`)
       .join('&');
-    return { url: `${origin}${path}?${query}`, expiresAt: signingDate + expiresIn * 1_000 };
+    return { url: `${origin}${path}?${query}`, expiresAt };
   }
 
   return {

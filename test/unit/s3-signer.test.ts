@@ -91,6 +91,24 @@ describe('s3Signer', () => {
     expect(checkSigV4Url(url.href, { secretAccessKey: KEYS.secretAccessKey }).ok).toBe(true);
   });
 
+  it('temporary credentials: a URL is never reported valid past the end of their session', async () => {
+    const sessionEnd = new Date(Date.UTC(2026, 0, 2, 3, 10, 0)); // 6 min after T0, inside the 20 min expiry
+    let calls = 0;
+    const signer = make({
+      accessKeyId: undefined,
+      secretAccessKey: undefined,
+      credentials: async () => (calls++, { ...KEYS, sessionToken: 'SESSION', expiration: sessionEnd }),
+      now: () => T0,
+    });
+    const signed = await signer.sign(req);
+    expect(signed.expiresAt).toBe(sessionEnd.getTime());
+    expect(new URL(signed.url).searchParams.get('X-Amz-Security-Token')).toBe('SESSION');
+    expect(checkSigV4Url(signed.url, { secretAccessKey: KEYS.secretAccessKey }).ok).toBe(true);
+    expect(calls).toBeGreaterThan(0);
+    // long-lived keys: the full expiry
+    expect((await sign({ now: () => T0 })).expiresAt).toBe(Date.UTC(2026, 0, 2, 3, 4, 5) + 1_200_000);
+  });
+
   it.each([
     [{ bucket: '' }, /signer\.s3\.bucket: must be a non-empty string/],
     [{ bucket: 'Registry_1' }, /signer\.s3\.bucket: "Registry_1" is not a bucket name/],
