@@ -103,24 +103,25 @@ export const SIGNER_KINDS: Readonly<Record<string, SignerKind>> = {
   },
   s3: {
     schema: s3Block,
-    create: (block: z.output<typeof s3Block>, common) => s3Signer({ ...block, expiry: common.expiryMs / 1_000, ...clock(common) }),
+    create: (block: z.output<typeof s3Block>, common) => s3Signer(withCommon(block, common)),
   },
   gcs: {
     schema: gcsBlock,
-    create: (block: z.output<typeof gcsBlock>, common) => gcsSigner({ ...block, expiry: common.expiryMs / 1_000, ...clock(common) }),
+    create: (block: z.output<typeof gcsBlock>, common) => gcsSigner(withCommon(block, common)),
   },
   cloudfront: {
     schema: cloudfrontBlock,
-    create: (block: z.output<typeof cloudfrontBlock>, common) => cloudfrontSigner({ ...block, expiry: common.expiryMs / 1_000, ...clock(common) }),
+    create: (block: z.output<typeof cloudfrontBlock>, common) => cloudfrontSigner(withCommon(block, common)),
   },
   hmac: {
     schema: hmacBlock,
-    create: (block: z.output<typeof hmacBlock>, common) => hmacSigner({ ...block, expiry: common.expiryMs / 1_000, ...clock(common) }),
+    create: (block: z.output<typeof hmacBlock>, common) => hmacSigner(withCommon(block, common)),
   },
 };
 
-function clock(common: SignerCommon): { now?: () => number } {
-  return common.now ? { now: common.now } : {};
+/** A block's options plus what every signer takes from the top level: expiry (seconds) and clock. */
+function withCommon<B extends object>(block: B, common: SignerCommon): B & { expiry: number; now?: () => number } {
+  return { ...block, expiry: common.expiryMs / 1_000, ...(common.now ? { now: common.now } : {}) };
 }
 
 /**

@@ -41,16 +41,14 @@ const ANY_REGION = /^[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}$/;
 const AWS_BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 const ANY_BUCKET = /^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/;
 
-/** S3's key encoding (the SDK's `extendedEncodeURIComponent` per segment): also escapes !'()*. */
-function encodeS3Key(key: string): string {
-  return key
-    .split('/')
-    .map((segment) => encodeURIComponent(segment).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`))
-    .join('/');
+/** RFC 3986 encoding as the SDK writes it (`extendedEncodeURIComponent`): also escapes !'()*. */
+function escapeStrict(value: string): string {
+  return encodeURIComponent(value).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
 }
 
-function escapeQuery(value: string): string {
-  return encodeURIComponent(value).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+/** An object key as a URL path: each segment encoded, the slashes kept. */
+function encodeS3Key(key: string): string {
+  return key.split('/').map(escapeStrict).join('/');
 }
 
 /**
@@ -153,7 +151,7 @@ export function s3Signer(options: S3SignerOptions): Signer {
     const params = signed.query ?? {};
     const query = Object.keys(params)
       .sort()
-      .map((name) => `${escapeQuery(name)}=${escapeQuery(String(params[name]))}`)
+      .map((name) => `${escapeStrict(name)}=${escapeStrict(String(params[name]))}`)
       .join('&');
     return { url: `${origin}${path}?${query}`, expiresAt };
   }
