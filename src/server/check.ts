@@ -59,6 +59,11 @@ async function fetchWithTimeout(url: string, init: RequestInit, timeoutMs: numbe
   return fetch(url, { ...init, redirect: 'manual', signal: AbortSignal.timeout(timeoutMs) });
 }
 
+function contentLength(res: Response): number | undefined {
+  const text = res.headers.get('content-length');
+  return text !== null && /^\d+$/.test(text) ? Number(text) : undefined;
+}
+
 /** The blob size the upstream registry reports, following a Docker token challenge when needed. */
 async function sizeFromUpstream(config: ServerConfig, opts: CheckOptions, timeoutMs: number): Promise<{ size?: number; note?: string }> {
   const url = new URL(`${config.upstream.pathname.replace(/\/+$/, '')}/v2/${opts.repository}/blobs/${opts.digest}`, config.upstream);
@@ -78,8 +83,8 @@ async function sizeFromUpstream(config: ServerConfig, opts: CheckOptions, timeou
     }
   }
   if (res.status >= 200 && res.status < 300) {
-    const length = Number(res.headers.get('content-length'));
-    return Number.isSafeInteger(length) ? { size: length } : { note: 'the upstream sent no Content-Length' };
+    const length = contentLength(res);
+    return length === undefined ? { note: 'the upstream sent no Content-Length' } : { size: length };
   }
   if (res.status >= 300 && res.status < 400) return { note: `the upstream answered ${res.status} (it redirects by itself)` };
   if (res.status === 401 || res.status === 403) return { note: `the upstream answered ${res.status}; pass --creds USER:PASS or --size N` };
@@ -133,7 +138,8 @@ async function checkSigner(signer: Signer, config: ServerConfig, opts: CheckOpti
     const actual = /<ActualObjectSize>(\d+)<\/ActualObjectSize>/.exec(await res.text().catch(() => ''))?.[1];
     size = Number(total ?? actual ?? 0);
   } else if (res.status === 200) {
-    size = Number(res.headers.get('content-length'));
+    // Storage ignored the Range: the whole object's length.
+    size = contentLength(res);
     await res.body?.cancel();
   } else {
     const detail = storageError(await res.text().catch(() => ''));

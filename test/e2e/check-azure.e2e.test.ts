@@ -13,8 +13,10 @@ import { makeOciImage, type OciImage } from '../support/oci-image.js';
 import { startRegistry, type RunningRegistry } from '../support/registry.js';
 import { copyRegistryBlobsToAzure } from '../support/seed-storage.js';
 import { skopeoPush } from '../support/skopeo.js';
+import { startTokenServer, type RunningTokenServer } from '../support/token-auth.js';
 
 const has = requireBinary('docker-registry') && requireBinary('skopeo');
+const hasOpenssl = requireBinary('openssl');
 const creds = { username: 'bob', password: 'hunter2 but longer' };
 
 function azureYaml(upstream: string, endpoint: string, extra = ''): string {
@@ -94,6 +96,35 @@ describe.skipIf(!has)('registry-redirect check against Azurite', () => {
     const r = await run(['--config', config], {});
     expect(r.code).toBe(1);
     expect(r.text).toMatch(/^FAIL {2}config .*azure\.yaml: signer\.azure\.accountKey: environment variable AZURE_STORAGE_KEY is not set/);
+  });
+
+  describe.skipIf(!hasOpenssl)('with a registry using Docker token auth', () => {
+    let tokens: RunningTokenServer;
+    let tokenRegistry: RunningRegistry;
+    let tokenConfig: string;
+
+    beforeAll(async () => {
+      tokens = await startTokenServer({ users: { [creds.username]: creds.password } });
+      tokenRegistry = await startRegistry({ auth: tokens.registryAuth });
+      const push = await skopeoPush(image, `docker://${tokenRegistry.hostPort}/team/tok:v1`, creds, { timeoutMs: 20_000 });
+      if (push.code !== 0) throw new Error(push.stderr);
+      tokenConfig = join(work, 'azure-token.yaml');
+      await writeFile(tokenConfig, azureYaml(tokenRegistry.url, azurite.endpoint));
+    }, 30_000);
+    afterAll(async () => {
+      await tokenRegistry?.stop();
+      await tokens?.stop();
+    });
+
+    it('gets a pull token for the repository from the realm and compares the size', async () => {
+      const layer = image.layers[0]!;
+      tokens.requests.length = 0;
+      const r = await run(['--config', tokenConfig, '--repository', 'team/tok', '--digest', layer.digest, '--creds', `${creds.username}:${creds.password}`]);
+      expect(r.text).toMatch(new RegExp(`^ok {4}signer \\(azure\\): storage accepted the signature: .* -> 206, ${layer.size} bytes, as the registry says`));
+      expect(r.code).toBe(0);
+      expect(tokens.requests).toHaveLength(1);
+      expect(tokens.requests[0]).toMatchObject({ user: creds.username, granted: [{ type: 'repository', name: 'team/tok', actions: ['pull'] }] });
+    });
   });
 
   it.each([
