@@ -36,8 +36,9 @@ interface Verdict {
 }
 
 /** The signers a config names, labelled by their config key. */
+/** The default signer and every named one from `signers:`, each checked on its own line. */
 function signersOf(config: ServerConfig): { label: string; signer: Signer }[] {
-  return [{ label: 'signer', signer: config.signer }];
+  return [{ label: 'signer', signer: config.signer }, ...Object.entries(config.signers ?? {}).map(([name, signer]) => ({ label: `signers.${name}`, signer }))];
 }
 
 function describeError(err: unknown): string {

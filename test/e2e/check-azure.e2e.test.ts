@@ -92,6 +92,19 @@ describe.skipIf(!has)('registry-redirect check against Azurite', () => {
     expect(size.text).toMatch(new RegExp(`is ${image.layers[0]!.size} bytes but the registry says 5; check rootDirectory and layout`));
   });
 
+  it('checks every named signer on its own line; one broken signer fails the run', async () => {
+    const named = join(work, 'named.yaml');
+    const block = (container: string) => `{ azure: { account: devstoreaccount1, accountKey: "\${AZURE_STORAGE_KEY}", container: ${container}, endpoint: ${azurite.endpoint} } }`;
+    await writeFile(named, azureYaml(registry.url, azurite.endpoint, `signers:\n  mirror: ${block('registry')}\n  stale: ${block('elsewhere')}\n`));
+    const layer = image.layers[0]!;
+    const r = await run(['--config', named, '--repository', 'team/app', '--digest', layer.digest, '--size', String(layer.size)]);
+    const lines = r.text.split('\n');
+    expect(lines[0]).toMatch(/^ok {4}signer \(azure\): storage accepted the signature/);
+    expect(lines[1]).toMatch(/^ok {4}signers\.mirror \(azure\): storage accepted the signature/);
+    expect(lines[2]).toMatch(/^FAIL {2}signers\.stale \(azure\): storage has no object at .*: 404/);
+    expect(r.code).toBe(1);
+  });
+
   it('names a missing environment variable as a config failure', async () => {
     const r = await run(['--config', config], {});
     expect(r.code).toBe(1);
