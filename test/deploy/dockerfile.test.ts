@@ -1,5 +1,5 @@
-import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
+import { cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,10 +11,11 @@ import { request, waitFor } from '../support/http.js';
 import { freePort } from '../support/ports.js';
 
 /**
- * There is no Docker engine here, so the Dockerfile is checked in two ways. First, it is parsed
+ * There is no Docker engine here, so the Dockerfile is checked in three ways. First, it is parsed
  * and its shape is asserted: multi-stage, production deps only, non-root, HEALTHCHECK. Second, the
- * runtime stage is assembled from its own COPY lines into a directory (dist from the same
- * `npm run build`, node_modules with only the production packages the lockfile lists). Its
+ * build stage is assembled from its own COPY lines and its `npm run build` is run there, which
+ * proves the copied files are enough. Third, the runtime stage is assembled from its COPY lines
+ * (dist from that build, node_modules with only the production packages the lockfile lists). Its
  * ENTRYPOINT/CMD and HEALTHCHECK commands are then run as written.
  */
 
@@ -100,6 +101,41 @@ describe('Dockerfile: shape', () => {
   });
 });
 
+describe('Dockerfile: the build stage, assembled and run', () => {
+  it('its COPY lines bring everything `npm run build` needs: dist/ comes out with the CLI and typings', async () => {
+    const built = await buildStage();
+    for (const file of ['dist/index.js', 'dist/index.d.ts', 'dist/server/cli.js']) expect(existsSync(join(built, file)), file).toBe(true);
+  }, 90_000);
+});
+
+let buildStageDir: Promise<string> | undefined;
+/**
+ * The build stage in a temp dir: its context COPYs, node_modules as `npm ci` leaves it (every
+ * dependency, linked from this checkout), then its RUN `npm run build` as the command it stands for.
+ */
+function buildStage(): Promise<string> {
+  buildStageDir ??= (async () => {
+    const build = stage('build');
+    const dir = await mkdtemp(join(tmpdir(), 'rr-build-stage-'));
+    expect(one(build, 'WORKDIR').args).toBe('/app');
+    for (const copy of all(build, 'COPY')) {
+      const parts = copy.args.split(' ');
+      const dest = parts.pop()!;
+      for (const source of parts) await cp(join(ROOT, source), join(dir, dest.endsWith('/') ? source : dest), { recursive: true });
+    }
+    await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'), 'dir');
+    expect(pkg.scripts.build).toBe('tsc -p tsconfig.build.json');
+    const run = await runNode([join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], dir, {}, 90_000);
+    expect(run.code, `${run.stdout}\n${run.stderr}`).toBe(0);
+    return dir;
+  })();
+  return buildStageDir;
+}
+
+afterAll(async () => {
+  if (buildStageDir) await rm(await buildStageDir, { recursive: true, force: true });
+});
+
 describe('Dockerfile: the runtime stage, assembled and run', () => {
   let app: string;
   let etc: string;
@@ -121,7 +157,7 @@ describe('Dockerfile: the runtime stage, assembled and run', () => {
       const dest = parts.pop()!;
       for (const source of parts) {
         if (from === 'deps' && source === '/app/node_modules') await linkPackages(join(app, 'node_modules'), await productionPackages());
-        else if (from === 'build' && source === '/app/dist') await cp(join(ROOT, 'dist'), join(app, dest), { recursive: true });
+        else if (from === 'build' && source.startsWith('/app/')) await cp(join(await buildStage(), source.slice('/app/'.length)), join(app, dest), { recursive: true });
         else if (from === undefined) await cp(join(ROOT, source), join(app, dest.endsWith('/') || dest === './' ? source : dest));
         else throw new Error(`the test does not know how to assemble COPY ${copy.args}`);
       }
@@ -131,7 +167,7 @@ describe('Dockerfile: the runtime stage, assembled and run', () => {
       join(etc, 'proxy.yaml'),
       `listen: 127.0.0.1:${port}\nupstream: http://127.0.0.1:9\nsigner:\n  azure:\n    account: devstoreaccount1\n    accountKey: \${AZURE_STORAGE_KEY}\n    container: registry\nlog:\n  level: warn\n`,
     );
-  }, 60_000);
+  }, 120_000);
 
   afterAll(async () => {
     if (app) await rm(join(app, '..'), { recursive: true, force: true });
