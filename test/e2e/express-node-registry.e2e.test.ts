@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -127,6 +128,29 @@ describe.skipIf(!has)('example: express-node-registry (embedded mode) with Azuri
     expect(res.status).toBe(404);
     expect(res.headers.location).toBeUndefined();
     expect(JSON.parse(res.body.toString()).errors[0].code).toBe('BLOB_UNKNOWN');
+  });
+
+  it('signer down: the blob GET falls through to the registry, which streams it from storage (same bytes, same digest)', async () => {
+    // A second instance of the example in this process, on the same container, with a failing signer.
+    const modulePath = join(ROOT, 'examples/express-node-registry/registry.js');
+    const { createRegistry } = (await import(modulePath)) as { createRegistry: (o: object) => Promise<{ app: import('express').Express; close(): Promise<void> }> };
+    const failing = { name: 'down', sign: () => Promise.reject(new Error('storage credentials expired')) };
+    const fallback = await createRegistry({ container: azurite.containerClient('registry'), signer: failing });
+    const server = fallback.app.listen(0, '127.0.0.1');
+    await new Promise((resolve) => server.once('listening', resolve));
+    try {
+      const { port } = server.address() as import('node:net').AddressInfo;
+      const layer = image.layers[1]!;
+      const res = await request(`http://127.0.0.1:${port}/v2/team/app/blobs/${layer.digest}`);
+      expect(res.status).toBe(200);
+      expect(res.headers.location).toBeUndefined();
+      expect(res.headers['docker-content-digest']).toBe(layer.digest);
+      expect(res.body.length).toBe(layer.size);
+      expect(`sha256:${createHash('sha256').update(res.body).digest('hex')}`).toBe(layer.digest);
+    } finally {
+      server.close();
+      await fallback.close();
+    }
   });
 
   it('tags, manifests by digest, a bad digest on upload', async () => {
