@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import type { Express } from 'express';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -133,13 +135,13 @@ describe.skipIf(!has)('example: express-node-registry (embedded mode) with Azuri
   it('signer down: the blob GET falls through to the registry, which streams it from storage (same bytes, same digest)', async () => {
     // A second instance of the example in this process, on the same container, with a failing signer.
     const modulePath = join(ROOT, 'examples/express-node-registry/registry.js');
-    const { createRegistry } = (await import(modulePath)) as { createRegistry: (o: object) => Promise<{ app: import('express').Express; close(): Promise<void> }> };
+    const { createRegistry } = (await import(modulePath)) as { createRegistry: (o: object) => Promise<{ app: Express; close(): Promise<void> }> };
     const failing = { name: 'down', sign: () => Promise.reject(new Error('storage credentials expired')) };
     const fallback = await createRegistry({ container: azurite.containerClient('registry'), signer: failing });
     const server = fallback.app.listen(0, '127.0.0.1');
     await new Promise((resolve) => server.once('listening', resolve));
     try {
-      const { port } = server.address() as import('node:net').AddressInfo;
+      const { port } = server.address() as AddressInfo;
       const layer = image.layers[1]!;
       const res = await request(`http://127.0.0.1:${port}/v2/team/app/blobs/${layer.digest}`);
       expect(res.status).toBe(200);
