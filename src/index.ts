@@ -1,5 +1,12 @@
 export { registryRedirect } from './middleware.js';
 export { azureSigner, type AzureSignerOptions } from './signers/azure.js';
+export { s3Signer, type S3SignerOptions } from './signers/s3.js';
+export { gcsSigner, type GcsSignerOptions } from './signers/gcs.js';
+export { cloudfrontSigner, type CloudFrontSignerOptions } from './signers/cloudfront.js';
+export { hmacSigner, HMAC_PRESETS, type HmacSignerOptions, type HmacAlgorithm, type HmacPreset, type TokenEncoding } from './signers/hmac.js';
+export { defineSigner } from './signers/define.js';
+export { cachedSigner, type CachedSignerOptions, type CacheResult } from './signers/cache.js';
+export type { LayoutOptions } from './signers/common.js';
 export { parseBlobPath, blobPath, isValidDigest, isValidRepositoryName } from './routes.js';
 export { resolveLayout } from './layouts.js';
 export { RegistryRedirectError, type ErrorCode } from './errors.js';
@@ -18,7 +25,6 @@ export { createClientIpResolver, type ClientAddress, type ClientIpResolver } fro
 export {
   prometheusMetrics,
   type AuthorizeOutcome,
-  type CacheResult,
   type DecisionAction,
   type FallbackReason,
   type PrometheusMetrics,

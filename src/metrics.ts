@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { CacheResult } from './signers/cache.js';
 
 /** What happened to an authorized blob GET (label `action`). */
 export type DecisionAction =
@@ -19,7 +20,7 @@ export type AuthorizeOutcome = 'granted' | 'denied' | 'error';
 export type FallbackReason = 'signer_error' | 'signer_timeout' | 'signer_unhealthy';
 
 /** A signed-URL cache lookup result (label `result`). */
-export type CacheResult = 'hit' | 'miss' | 'refresh';
+export type { CacheResult };
 
 /**
  * The events the middleware reports. Every label value comes from configuration (signer names,

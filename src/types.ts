@@ -41,6 +41,17 @@ export interface Signer {
   /** Short name used in logs and metrics, e.g. `azure`. */
   readonly name: string;
   sign(request: SignRequest): SignedUrl | Promise<SignedUrl>;
+  /**
+   * The storage object key `sign` would sign for this request (its layout applied), e.g.
+   * `docker/registry/v2/blobs/sha256/ab/<hex>/data`. Optional: the signed-URL cache keys its entries
+   * by it, so one digest in many repositories of a global store is signed once.
+   */
+  objectKey?(request: SignRequest): string;
+  /**
+   * Resolve credentials now (default credential chains, key files) so a misconfiguration fails at
+   * startup with a message naming the config key, not on the first pull. Optional.
+   */
+  ready?(): Promise<void>;
   /** Release timers or clients the signer holds. Optional. */
   close?(): void | Promise<void>;
 }

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { RegistryRedirectError } from '../errors.js';
+import { checkCommand } from './check.js';
 import { loadConfig } from './config.js';
 import { startServer } from './server.js';
 
@@ -10,6 +11,8 @@ const USAGE = `registry-redirect: 307 blob redirects to signed storage URLs in f
 
 Usage:
   registry-redirect serve --config FILE.yaml   run the reverse proxy
+  registry-redirect check --config FILE.yaml [--repository R --digest D]
+                                               validate the config, sign, and prove storage accepts it
   registry-redirect --version                  print the version
   registry-redirect --help                     this text
 
@@ -63,6 +66,8 @@ export async function main(argv: string[]): Promise<number> {
     switch (command) {
       case 'serve':
         return await serve(rest);
+      case 'check':
+        return await checkCommand(rest);
       case '--version':
       case '-v':
       case 'version':

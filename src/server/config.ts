@@ -7,6 +7,7 @@ import { parseUpstream } from '../middleware.js';
 import type { Signer } from '../types.js';
 import { buildRolloutConfig, type RolloutConfig } from './rollout-config.js';
 import { authorizeFromConfig, type AuthorizeConfig } from './authorize-config.js';
+import { buildCacheConfig, cacheBlock, type CacheConfig } from './cache-config.js';
 import { signerFromConfig } from './signer-config.js';
 import { parseConfigPart } from './validate.js';
 
@@ -21,6 +22,7 @@ const fileSchema = z
     upstream: z.string({ error: 'write the upstream registry URL, e.g. "http://127.0.0.1:5000"' }),
     signer: z.unknown().optional(),
     expiry: duration('20m').optional(),
+    cache: cacheBlock.optional(),
     onSignerError: z.enum(['proxy', 'error'], { error: 'write "proxy" (serve the blob from upstream, default) or "error" (answer 503)' }).optional(),
     authorize: z.unknown().optional(),
     timeouts: z
@@ -54,8 +56,10 @@ const fileSchema = z
 export interface ServerConfig extends Omit<RolloutConfig, 'metrics'> {
   listen: { host: string; port: number };
   upstream: URL;
+  /** The default signer, wrapped in the signed-URL cache unless `cache.enabled: false`. */
   signer: Signer;
   expiryMs: number;
+  cache: CacheConfig;
   onSignerError: 'proxy' | 'error';
   /** `authorize:` block: mode (upstream | token), token settings, decision cache. */
   authorize: AuthorizeConfig;
@@ -105,6 +109,7 @@ export function buildConfig(raw: unknown): ServerConfig {
     throw new RegistryRedirectError('CONFIG_INVALID', 'signer: missing; write e.g. "signer: { azure: { account: myaccount, container: registry } }"');
   }
   const expiryMs = file.expiry === undefined ? 20 * 60_000 : parseDuration(file.expiry, 'expiry');
+  const cache = buildCacheConfig(file.cache, expiryMs);
   const t = file.timeouts ?? {};
   const ms = (v: string | number | undefined, key: string, dflt: number) => (v === undefined ? dflt : parseDuration(v, `timeouts.${key}`));
   let upstream: URL;
@@ -137,6 +142,7 @@ export function buildConfig(raw: unknown): ServerConfig {
     upstream,
     signer,
     expiryMs,
+    cache,
     onSignerError: file.onSignerError ?? 'proxy',
     timeouts,
     authorize: authorizeFromConfig(file.authorize),

@@ -1,7 +1,8 @@
 import http from 'node:http';
 import { prometheusMetrics, type PrometheusMetrics } from '../metrics.js';
 import { registryRedirect } from '../middleware.js';
-import type { Logger } from '../types.js';
+import type { Logger, Signer } from '../types.js';
+import { withCache } from './cache-config.js';
 import { answerClientError, connectionsCheckInterval } from './client-errors.js';
 import type { ServerConfig } from './config.js';
 import { accessLogger, listenOn, startMetricsServer } from './observability.js';
@@ -38,13 +39,18 @@ export interface StartServerOptions {
  */
 export async function startServer(config: ServerConfig, logger: Logger, options: StartServerOptions = {}): Promise<RunningServer> {
   const metrics = config.metrics ? prometheusMetrics({ defaultMetrics: config.metrics.defaultMetrics }) : undefined;
+  // Credentials from default chains (AWS, Google ADC) resolve now: a missing one stops startup.
+  await Promise.all([config.signer, ...Object.values(config.signers ?? {})].map((s) => s.ready?.()));
+  // Signed-URL cache per signer (per configuration: a reload starts fresh), counted per configured name.
+  const cached = (name: string, signer: Signer, c: ServerConfig) =>
+    withCache(signer, c.cache, metrics ? (result) => metrics.cacheResult(name, result) : undefined);
   // One middleware per configuration; a reload swaps it (see reload.ts).
   const hot = createHotMiddleware(
     (c) =>
       registryRedirect({
         upstream: c.upstream,
-        signer: c.signer,
-        signers: c.signers,
+        signer: cached('default', c.signer, c),
+        signers: c.signers && Object.fromEntries(Object.entries(c.signers).map(([name, s]) => [name, cached(name, s, c)])),
         rollout: c.rollout,
         trustedProxies: c.trustedProxies,
         health: c.health,

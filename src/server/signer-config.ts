@@ -1,6 +1,10 @@
 import { z } from 'zod';
 import { RegistryRedirectError } from '../errors.js';
 import { azureSigner } from '../signers/azure.js';
+import { cloudfrontSigner } from '../signers/cloudfront.js';
+import { gcsSigner } from '../signers/gcs.js';
+import { HMAC_PRESETS, hmacSigner } from '../signers/hmac.js';
+import { s3Signer } from '../signers/s3.js';
 import type { Signer } from '../types.js';
 import { parseConfigPart, suggestKey } from './validate.js';
 
@@ -8,6 +12,8 @@ import { parseConfigPart, suggestKey } from './validate.js';
 export interface SignerCommon {
   /** Lifetime of signed URLs, milliseconds. */
   expiryMs: number;
+  /** Clock for the signers, epoch milliseconds. Default `Date.now`; for tests. */
+  now?: () => number;
 }
 
 interface SignerKind {
@@ -18,14 +24,74 @@ interface SignerKind {
 const text = (what: string, example: string) =>
   z.string({ error: `write ${what}, e.g. ${JSON.stringify(example)}` }).min(1, { error: `must not be empty; write ${what}, e.g. ${JSON.stringify(example)}` });
 
+const url = (example: string) => z.url({ error: `write a URL, e.g. ${JSON.stringify(example)}` });
+const flag = (what: string) => z.boolean({ error: `write true or false (${what})` });
+
+/** Keys every signer block shares: where the registry's blobs are in the store. */
+const layoutKeys = {
+  rootDirectory: z.string({ error: 'write the registry storage rootdirectory, e.g. "" or "registry"' }).optional(),
+  layout: z.enum(['distribution', 'oci-per-repo'], { error: 'write "distribution" (default) or "oci-per-repo"' }).optional(),
+};
+
 const azureBlock = z
   .object({
     account: text('the storage account name', 'devstoreaccount1'),
     accountKey: text('the base64 account key (or omit it to use managed identity)', '${AZURE_STORAGE_KEY}').optional(),
     container: text('the container name', 'registry'),
     endpoint: z.url({ error: 'write the blob service URL, e.g. "https://myaccount.blob.core.windows.net"' }).optional(),
-    rootDirectory: z.string({ error: 'write the registry storage rootdirectory, e.g. "" or "registry"' }).optional(),
-    layout: z.enum(['distribution', 'oci-per-repo'], { error: 'write "distribution" (default) or "oci-per-repo"' }).optional(),
+    ...layoutKeys,
+  })
+  .strict();
+
+const s3Block = z
+  .object({
+    bucket: text('the bucket name', 'registry'),
+    region: text("the bucket's region", 'us-east-1').optional(),
+    endpoint: url('http://127.0.0.2:4568').optional(),
+    forcePathStyle: flag('true: <endpoint>/<bucket>/<key>; false: virtual-hosted, default').optional(),
+    accessKeyId: text('the access key id (or omit it and secretAccessKey for the default credential chain)', '${AWS_ACCESS_KEY_ID}').optional(),
+    secretAccessKey: text('the secret access key', '${AWS_SECRET_ACCESS_KEY}').optional(),
+    sessionToken: text('the session token of temporary credentials', '${AWS_SESSION_TOKEN}').optional(),
+    ...layoutKeys,
+  })
+  .strict();
+
+const gcsBlock = z
+  .object({
+    bucket: text('the bucket name', 'registry'),
+    keyFile: text('the path of a service account key file', '/etc/registry-redirect/sa.json').optional(),
+    clientEmail: text('the service account email', 'registry@my-project.iam.gserviceaccount.com').optional(),
+    privateKey: text('the PEM private key of the service account', '${GCS_PRIVATE_KEY}').optional(),
+    endpoint: url('https://storage.googleapis.com').optional(),
+    virtualHostedStyle: flag('true: https://<bucket>.storage.googleapis.com/<key>').optional(),
+    bucketBoundHostname: url('https://blobs.example.com').optional(),
+    ...layoutKeys,
+  })
+  .strict();
+
+const cloudfrontBlock = z
+  .object({
+    baseUrl: url('https://d111111abcdef8.cloudfront.net'),
+    keyPairId: text('the public key id from the key group', 'K2JCJMDEHXQW5F'),
+    privateKey: text('the PEM private key', '${CLOUDFRONT_PRIVATE_KEY}').optional(),
+    privateKeyFile: text('the path of the PEM private key', '/etc/cloudfront/pk.pem').optional(),
+    algorithm: z.enum(['SHA1', 'SHA256'], { error: 'write "SHA1" (default) or "SHA256"' }).optional(),
+    ...layoutKeys,
+  })
+  .strict();
+
+const hmacBlock = z
+  .object({
+    baseUrl: url('https://cdn.example.com'),
+    key: text('the shared secret', '${CDN_KEY}'),
+    keyEncoding: z.enum(['utf8', 'base64', 'base64url', 'hex'], { error: 'write utf8 (default), base64, base64url or hex' }).optional(),
+    preset: z.enum(Object.keys(HMAC_PRESETS) as [keyof typeof HMAC_PRESETS], { error: `write one of ${Object.keys(HMAC_PRESETS).join(', ')}` }).optional(),
+    algorithm: z.enum(['hmac-sha256', 'hmac-sha1', 'hmac-sha512', 'md5', 'sha1', 'sha256'], { error: 'write hmac-sha256 (default), hmac-sha1, hmac-sha512, md5, sha1 or sha256' }).optional(),
+    message: text('the signed message template', '{path}{expires}').optional(),
+    query: text('the query template', 'expires={expires}&token={token}').optional(),
+    encoding: z.enum(['base64', 'base64url', 'base64url-nopad', 'hex'], { error: 'write base64, base64url, base64url-nopad or hex' }).optional(),
+    keyName: text('the key name configured at the CDN', 'registry-key').optional(),
+    ...layoutKeys,
   })
   .strict();
 
@@ -35,7 +101,28 @@ export const SIGNER_KINDS: Readonly<Record<string, SignerKind>> = {
     schema: azureBlock,
     create: (block: z.output<typeof azureBlock>, common) => azureSigner({ ...block, expiry: common.expiryMs / 1_000 }),
   },
+  s3: {
+    schema: s3Block,
+    create: (block: z.output<typeof s3Block>, common) => s3Signer(withCommon(block, common)),
+  },
+  gcs: {
+    schema: gcsBlock,
+    create: (block: z.output<typeof gcsBlock>, common) => gcsSigner(withCommon(block, common)),
+  },
+  cloudfront: {
+    schema: cloudfrontBlock,
+    create: (block: z.output<typeof cloudfrontBlock>, common) => cloudfrontSigner(withCommon(block, common)),
+  },
+  hmac: {
+    schema: hmacBlock,
+    create: (block: z.output<typeof hmacBlock>, common) => hmacSigner(withCommon(block, common)),
+  },
 };
+
+/** A block's options plus what every signer takes from the top level: expiry (seconds) and clock. */
+function withCommon<B extends object>(block: B, common: SignerCommon): B & { expiry: number; now?: () => number } {
+  return { ...block, expiry: common.expiryMs / 1_000, ...(common.now ? { now: common.now } : {}) };
+}
 
 /**
  * Builds a signer from a config block such as `{ azure: { account, container, ... } }`. `path` is

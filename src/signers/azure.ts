@@ -8,13 +8,10 @@ import {
   type BlobSASSignatureValues,
   type UserDelegationKey,
 } from '@azure/storage-blob';
-import { parseDuration } from '../duration.js';
 import { RegistryRedirectError } from '../errors.js';
-import { resolveLayout } from '../layouts.js';
 import type { BlobLayout, SignRequest, SignedUrl, Signer } from '../types.js';
+import { SEVEN_DAYS_MS, configError as fail, encodeKeyPath, layoutOf, signerExpiry } from './common.js';
 
-/** Default lifetime of a signed URL: 20 minutes. */
-export const DEFAULT_EXPIRY_MS = 20 * 60_000;
 /** Azure caps user delegation keys at 7 days; we ask for one day and renew early. */
 const DELEGATION_KEY_LIFETIME_MS = 24 * 3_600_000;
 /** Signatures start a little in the past so a storage clock that runs behind still accepts them. */
@@ -44,16 +41,6 @@ export interface AzureSignerOptions {
   credential?: TokenCredential;
 }
 
-const MAX_EXPIRY_MS = 7 * 86_400_000;
-
-function fail(message: string): never {
-  throw new RegistryRedirectError('CONFIG_INVALID', message);
-}
-
-function encodeKey(key: string): string {
-  return key.split('/').map(encodeURIComponent).join('/');
-}
-
 /**
  * Azure Blob Storage signer: a read-only SAS for exactly one blob, signed with the account key or,
  * without one, a cached user delegation key (managed identity).
@@ -77,9 +64,8 @@ export function azureSigner(options: AzureSignerOptions): Signer {
   if (endpoint.protocol !== 'https:' && endpoint.protocol !== 'http:') {
     fail(`signer.azure.endpoint: protocol ${endpoint.protocol} is not supported; write an https:// URL`);
   }
-  const expiryMs = options.expiry === undefined ? DEFAULT_EXPIRY_MS : parseDuration(options.expiry, 'expiry');
-  if (expiryMs > MAX_EXPIRY_MS) fail(`expiry: ${options.expiry} is longer than 7 days, the longest SAS a user delegation key allows; write e.g. "20m"`);
-  const keyOf = resolveLayout(options.layout, options.rootDirectory);
+  const expiryMs = signerExpiry(options.expiry, SEVEN_DAYS_MS, 'a SAS signed with a user delegation key');
+  const { keyOf, objectKey } = layoutOf(options);
   // A plain-http endpoint (Azurite, a private gateway) needs SAS that allow http; real Azure: https only.
   const protocol = endpoint.protocol === 'https:' ? SASProtocol.Https : SASProtocol.HttpsAndHttp;
   const containerUrl = `${endpointText}/${container}/`;
@@ -108,12 +94,13 @@ export function azureSigner(options: AzureSignerOptions): Signer {
     }
     return {
       name: 'azure',
+      objectKey,
       sign(request: SignRequest): SignedUrl {
         const key = keyOf(request.repository, request.digest);
         const now = Date.now();
         const v = values(key, now);
         const sas = generateBlobSASQueryParameters(v, credential).toString();
-        return { url: `${containerUrl}${encodeKey(key)}?${sas}`, expiresAt: v.expiresOn.getTime() };
+        return { url: `${containerUrl}${encodeKeyPath(key)}?${sas}`, expiresAt: v.expiresOn.getTime() };
       },
     };
   }
@@ -142,11 +129,12 @@ export function azureSigner(options: AzureSignerOptions): Signer {
     const blobName = keyOf(request.repository, request.digest);
     const v = values(blobName, now);
     const sas = generateBlobSASQueryParameters(v, key, account).toString();
-    return { url: `${containerUrl}${encodeKey(blobName)}?${sas}`, expiresAt: v.expiresOn.getTime() };
+    return { url: `${containerUrl}${encodeKeyPath(blobName)}?${sas}`, expiresAt: v.expiresOn.getTime() };
   }
 
   return {
     name: 'azure',
+    objectKey,
     sign(request: SignRequest): SignedUrl | Promise<SignedUrl> {
       const now = Date.now();
       const key = delegationKey(now);

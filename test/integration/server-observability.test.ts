@@ -101,4 +101,16 @@ describe('server observability', () => {
     expect(await running.reload()).toEqual({ ok: false, error: 'no config file to reload' });
     expect((await request(`${running.url}/healthz`)).status).toBe(200);
   });
+
+  it('the signed-URL cache of each configured signer is counted under its configured name', async () => {
+    const url = `${running.url}/v2/team/app/blobs/${DIGEST}`;
+    const first = await request(url, { headers: { Authorization: BASIC } });
+    const second = await request(url, { headers: { Authorization: BASIC } });
+    expect(first.status).toBe(307);
+    // Immutable blobs: the second redirect reuses the cached signed URL of the `cdn` signer.
+    expect(second.headers.location).toBe(first.headers.location);
+    const text = (await request(`${running.url}/internal/metrics`)).body.toString();
+    expect(text).toMatch(/registry_redirect_signed_url_cache_total\{signer="cdn",result="miss"\} [1-9]/);
+    expect(text).toMatch(/registry_redirect_signed_url_cache_total\{signer="cdn",result="hit"\} [1-9]/);
+  });
 });

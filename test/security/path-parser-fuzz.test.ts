@@ -4,7 +4,7 @@
  * re-serialises to exactly the input (so nothing was dropped, decoded or normalised on the way);
  * and every match carries a grammar-valid repository and digest.
  *
- * There is no rule engine (rollout policy) on this branch; its fuzzing belongs with it.
+ * The rule engine (rollout policy) is fuzzed in rollout-rule-engine-fuzz.test.ts.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';

@@ -8,9 +8,10 @@
  *
  * @module
  */
-import { cp, readdir, stat } from 'node:fs/promises';
+import { cp, readFile, readdir, stat } from 'node:fs/promises';
 import { join, posix, relative, sep } from 'node:path';
 import type { ContainerClient } from '@azure/storage-blob';
+import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 
 /** Relative path of the blob tree inside a distribution storage root. */
 export const REGISTRY_BLOBS_PREFIX = 'docker/registry/v2/blobs';
@@ -49,6 +50,15 @@ function joinKey(rootDirectory: string, key: string): string {
   return root === '' ? key : `${root}/${key}`;
 }
 
+/** Every file of the registry's blob tree with the object name it gets under `rootDirectory`. */
+async function registryBlobFiles(storageRoot: string, rootDirectory: string): Promise<{ file: string; name: string }[]> {
+  const base = join(storageRoot, ...REGISTRY_BLOBS_PREFIX.split('/'));
+  return (await listFiles(base)).map((file) => ({
+    file,
+    name: joinKey(rootDirectory, `${REGISTRY_BLOBS_PREFIX}/${relative(base, file).split(sep).join(posix.sep)}`),
+  }));
+}
+
 /**
  * Upload every file under `<storageRoot>/docker/registry/v2/blobs/` to `container`
  * as `<rootDirectory>/docker/registry/v2/blobs/...` (no leading slash; none of the
@@ -61,16 +71,33 @@ export async function copyRegistryBlobsToAzure(
   rootDirectory = '',
 ): Promise<CopiedObject[]> {
   await container.createIfNotExists();
-  const base = join(storageRoot, ...REGISTRY_BLOBS_PREFIX.split('/'));
   const copied: CopiedObject[] = [];
-  for (const file of await listFiles(base)) {
-    const rel = relative(base, file).split(sep).join(posix.sep);
-    const name = joinKey(rootDirectory, `${REGISTRY_BLOBS_PREFIX}/${rel}`);
+  for (const { file, name } of await registryBlobFiles(storageRoot, rootDirectory)) {
     const { size } = await stat(file);
     await container.getBlockBlobClient(name).uploadFile(file, {
       blobHTTPHeaders: { blobContentType: 'application/octet-stream' },
     });
     copied.push({ name, size });
+  }
+  return copied;
+}
+
+/**
+ * Upload every file under `<storageRoot>/docker/registry/v2/blobs/` to `bucket` through the S3
+ * API, as `<rootDirectory>/docker/registry/v2/blobs/...` (the keys distribution's s3 driver writes).
+ * The bucket must exist. Objects are `application/octet-stream` without `Content-Encoding`.
+ */
+export async function copyRegistryBlobsToS3(
+  storageRoot: string,
+  client: S3Client,
+  bucket: string,
+  rootDirectory = '',
+): Promise<CopiedObject[]> {
+  const copied: CopiedObject[] = [];
+  for (const { file, name } of await registryBlobFiles(storageRoot, rootDirectory)) {
+    const body = await readFile(file);
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: name, Body: body, ContentType: 'application/octet-stream' }));
+    copied.push({ name, size: body.length });
   }
   return copied;
 }

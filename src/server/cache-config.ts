@@ -1,0 +1,52 @@
+import { z } from 'zod';
+import { parseDuration } from '../duration.js';
+import { CACHE_DEFAULTS, cachedSigner, type CacheResult } from '../signers/cache.js';
+import { configError, formatDuration } from '../signers/common.js';
+import type { Signer } from '../types.js';
+
+/** The `cache:` block of the config file. */
+export const cacheBlock = z
+  .object({
+    enabled: z.boolean({ error: 'write true (default) or false' }).optional(),
+    maxEntries: z.number({ error: 'write a whole number of URLs, e.g. 10000' }).int({ error: 'write a whole number of URLs, e.g. 10000' }).positive({ error: 'write at least 1' }).optional(),
+    refreshFraction: z.number({ error: 'write a fraction from 0 up to (not including) 1, e.g. 0.5' }).min(0, { error: 'write a fraction from 0 up to (not including) 1, e.g. 0.5' }).lt(1, { error: 'write a fraction below 1 (1 would re-sign every request; set enabled: false instead)' }).optional(),
+    minRemaining: z.union([z.string(), z.number()], { error: 'write a duration, e.g. "1m"' }).optional(),
+  })
+  .strict();
+
+/** The validated cache settings, defaults filled in. */
+export interface CacheConfig {
+  enabled: boolean;
+  maxEntries: number;
+  refreshFraction: number;
+  minRemainingMs: number;
+}
+
+/** Fills in defaults and checks the block against the signed URLs' lifetime. */
+export function buildCacheConfig(block: z.output<typeof cacheBlock> | undefined, expiryMs: number): CacheConfig {
+  const b = block ?? {};
+  const minRemainingMs = b.minRemaining === undefined ? CACHE_DEFAULTS.minRemainingMs : parseDuration(b.minRemaining, 'cache.minRemaining');
+  const config: CacheConfig = {
+    enabled: b.enabled ?? true,
+    maxEntries: b.maxEntries ?? CACHE_DEFAULTS.maxEntries,
+    refreshFraction: b.refreshFraction ?? CACHE_DEFAULTS.refreshFraction,
+    minRemainingMs,
+  };
+  if (config.enabled && minRemainingMs >= expiryMs) {
+    configError(
+      `cache.minRemaining: ${formatDuration(minRemainingMs)} is not shorter than expiry (${formatDuration(expiryMs)}), so no URL could ever be reused; write a shorter cache.minRemaining, a longer expiry, or cache.enabled: false`,
+    );
+  }
+  return config;
+}
+
+/** The signer the server uses: wrapped in the signed-URL cache unless `cache.enabled: false`. */
+export function withCache(signer: Signer, config: CacheConfig, onResult?: (result: CacheResult, signer: string) => void): Signer {
+  if (!config.enabled) return signer;
+  return cachedSigner(signer, {
+    maxEntries: config.maxEntries,
+    refreshFraction: config.refreshFraction,
+    minRemainingMs: config.minRemainingMs,
+    ...(onResult ? { onResult } : {}),
+  });
+}

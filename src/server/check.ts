@@ -1,0 +1,235 @@
+import { parseArgs } from 'node:util';
+import { RegistryRedirectError } from '../errors.js';
+import { redact, urlForLog } from '../log.js';
+import { isValidDigest, isValidRepositoryName } from '../routes.js';
+import { formatDuration } from '../signers/common.js';
+import type { Signer } from '../types.js';
+import { loadConfig, type ServerConfig } from './config.js';
+
+export const CHECK_USAGE = `Usage: registry-redirect check --config FILE.yaml [--repository R --digest D] [--size N] [--creds USER:PASS]
+
+Validates the config and signs a URL with every configured signer. With --repository and --digest
+it also fetches the signed URL (a ranged GET of byte 0) to prove that storage accepts the signature
+and holds the object with the size the registry reports (asked from the upstream with --creds, or
+given with --size). Prints one verdict line per signer; exits 0 when all pass, 1 otherwise.`;
+
+/** The digest of the empty blob: the only blob whose object may be empty. */
+const EMPTY_DIGEST = 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+/** What is signed without --digest: a syntactically valid sample, to prove signing works. */
+const SAMPLE = { repository: 'library/registry-redirect-check', digest: EMPTY_DIGEST } as const;
+
+export interface CheckOptions {
+  config: string;
+  repository?: string;
+  digest?: string;
+  /** Expected object size in bytes; otherwise asked from the upstream. */
+  size?: number;
+  /** `user:password` for the upstream's HEAD (Basic, or Docker token auth). */
+  creds?: string;
+  /** Per request, milliseconds. Default 10 000. */
+  timeoutMs?: number;
+}
+
+interface Verdict {
+  ok: boolean;
+  text: string;
+}
+
+/** The signers a config names, labelled by their config key. */
+/** The default signer and every named one from `signers:`, each checked on its own line. */
+function signersOf(config: ServerConfig): { label: string; signer: Signer }[] {
+  return [{ label: 'signer', signer: config.signer }, ...Object.entries(config.signers ?? {}).map(([name, signer]) => ({ label: `signers.${name}`, signer }))];
+}
+
+function describeError(err: unknown): string {
+  let message = err instanceof Error ? err.message : String(err);
+  // fetch says only "fetch failed"; the reason (ECONNREFUSED, ENOTFOUND, TLS) is its cause.
+  const cause = err instanceof Error ? err.cause : undefined;
+  if (cause instanceof Error && !message.includes(cause.message)) message += ` (${cause.message})`;
+  return redact(message.split('\n').join('; '));
+}
+
+/** `<Code>X</Code><Message>Y</Message>` of S3, GCS and Azure error bodies, as `X: Y`. */
+function storageError(body: string): string {
+  const code = /<Code>([^<]*)<\/Code>/.exec(body)?.[1];
+  const message = /<Message>([^<]*)<\/Message>/.exec(body)?.[1]?.split('\n')[0];
+  return [code, message].filter(Boolean).join(': ') || body.slice(0, 200).replace(/\s+/g, ' ');
+}
+
+async function fetchWithTimeout(url: string, init: RequestInit, timeoutMs: number): Promise<Response> {
+  return fetch(url, { ...init, redirect: 'manual', signal: AbortSignal.timeout(timeoutMs) });
+}
+
+function contentLength(res: Response): number | undefined {
+  const text = res.headers.get('content-length');
+  return text !== null && /^\d+$/.test(text) ? Number(text) : undefined;
+}
+
+/** The blob size the upstream registry reports, following a Docker token challenge when needed. */
+async function sizeFromUpstream(config: ServerConfig, opts: CheckOptions, timeoutMs: number): Promise<{ size?: number; note?: string }> {
+  const url = new URL(`${config.upstream.pathname.replace(/\/+$/, '')}/v2/${opts.repository}/blobs/${opts.digest}`, config.upstream);
+  const basic = opts.creds ? `Basic ${Buffer.from(opts.creds).toString('base64')}` : undefined;
+  let res = await fetchWithTimeout(url.href, { method: 'HEAD', headers: basic ? { authorization: basic } : {} }, timeoutMs);
+  const challenge = res.headers.get('www-authenticate') ?? '';
+  if (res.status === 401 && /^Bearer\s/i.test(challenge)) {
+    const params = Object.fromEntries([...challenge.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1]!, m[2]!]));
+    if (params.realm) {
+      const tokenUrl = new URL(params.realm);
+      if (params.service) tokenUrl.searchParams.set('service', params.service);
+      tokenUrl.searchParams.set('scope', `repository:${opts.repository}:pull`);
+      const tokenRes = await fetchWithTimeout(tokenUrl.href, { headers: basic ? { authorization: basic } : {} }, timeoutMs);
+      const body = (await tokenRes.json().catch(() => ({}))) as { token?: string; access_token?: string };
+      const token = body.token ?? body.access_token;
+      if (token) res = await fetchWithTimeout(url.href, { method: 'HEAD', headers: { authorization: `Bearer ${token}` } }, timeoutMs);
+    }
+  }
+  if (res.status >= 200 && res.status < 300) {
+    const length = contentLength(res);
+    return length === undefined ? { note: 'the upstream sent no Content-Length' } : { size: length };
+  }
+  if (res.status >= 300 && res.status < 400) return { note: `the upstream answered ${res.status} (it redirects by itself)` };
+  if (res.status === 401 || res.status === 403) return { note: `the upstream answered ${res.status}; pass --creds USER:PASS or --size N` };
+  return { note: `the upstream answered ${res.status} for this blob` };
+}
+
+/** Signs one URL with `signer` and, with a digest, proves storage serves it. */
+async function checkSigner(signer: Signer, config: ServerConfig, opts: CheckOptions, timeoutMs: number): Promise<Verdict> {
+  try {
+    await signer.ready?.();
+  } catch (err) {
+    return { ok: false, text: describeError(err) };
+  }
+  const target = opts.digest ? { repository: opts.repository!, digest: opts.digest } : SAMPLE;
+  let url: string;
+  let expiresAt: number;
+  try {
+    ({ url, expiresAt } = await signer.sign({ ...target, method: 'GET', ...(opts.size !== undefined ? { size: opts.size } : {}) }));
+  } catch (err) {
+    return { ok: false, text: `signing failed: ${describeError(err)}` };
+  }
+  if (typeof url !== 'string' || !/^https?:\/\//.test(url)) return { ok: false, text: `the signer returned no http(s) URL: ${JSON.stringify(url)}` };
+  const left = Math.max(0, expiresAt - Date.now());
+  const valid = `valid ${left >= 60_000 ? formatDuration(Math.round(left / 60_000) * 60_000) : formatDuration(Math.round(left / 1_000) * 1_000)}`;
+  const shown = urlForLog(url);
+  if (!opts.digest) {
+    return { ok: true, text: `signed GET ${shown} (${valid}); pass --repository and --digest to prove storage accepts it` };
+  }
+
+  let expected: { size?: number; note?: string };
+  try {
+    expected = opts.size !== undefined ? { size: opts.size } : await sizeFromUpstream(config, opts, timeoutMs);
+  } catch (err) {
+    expected = { note: `the upstream did not answer (${describeError(err)})` };
+  }
+
+  let res: Response;
+  try {
+    res = await fetchWithTimeout(url, { headers: { range: 'bytes=0-0' } }, timeoutMs);
+  } catch (err) {
+    return { ok: false, text: `storage unreachable at ${shown}: ${describeError(err)}` };
+  }
+  let size: number | undefined;
+  const total = /\/(\d+)\s*$/.exec(res.headers.get('content-range') ?? '')?.[1];
+  if (res.status === 206) {
+    // "bytes 0-0/<size>"
+    size = total === undefined ? undefined : Number(total);
+    await res.body?.cancel();
+  } else if (res.status === 416) {
+    // Byte 0 does not exist: the object is empty (S3 also says so in <ActualObjectSize>).
+    const actual = /<ActualObjectSize>(\d+)<\/ActualObjectSize>/.exec(await res.text().catch(() => ''))?.[1];
+    size = Number(total ?? actual ?? 0);
+  } else if (res.status === 200) {
+    // Storage ignored the Range: the whole object's length.
+    size = contentLength(res);
+    await res.body?.cancel();
+  } else {
+    const detail = storageError(await res.text().catch(() => ''));
+    if (res.status === 404) {
+      return { ok: false, text: `storage has no object at ${shown}: 404 ${detail}; check rootDirectory and layout, and that the blobs are in this bucket` };
+    }
+    if (res.status === 401 || res.status === 403 || res.status === 400) {
+      return { ok: false, text: `storage refused the signature for ${shown}: ${res.status} ${detail}` };
+    }
+    return { ok: false, text: `storage answered ${res.status} for ${shown}: ${detail}` };
+  }
+  if (size === undefined || !Number.isSafeInteger(size)) return { ok: false, text: `storage answered ${res.status} for ${shown} without the object's size` };
+  if (expected.size !== undefined && expected.size !== size) {
+    return {
+      ok: false,
+      text: `the object at ${shown} is ${size} bytes but the registry says ${expected.size}${size === 0 ? ' (an empty object: a deduplicated copy, e.g. zot with dedupe on S3?)' : ''}; check rootDirectory and layout`,
+    };
+  }
+  if (size === 0 && opts.digest !== EMPTY_DIGEST) {
+    return { ok: false, text: `the object at ${shown} is empty, but only the empty blob may be (a deduplicated copy, e.g. zot with dedupe on S3?)` };
+  }
+  const sizeText = expected.size !== undefined ? `${size} bytes, as the registry says` : `${size} bytes (not compared: ${expected.note})`;
+  return { ok: true, text: `storage accepted the signature: GET ${shown} -> ${res.status}, ${sizeText} (${valid})` };
+}
+
+/** Runs the checks; `out` receives one line per verdict. Returns the exit code. */
+export async function runCheck(opts: CheckOptions, out: (line: string) => void, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const timeoutMs = opts.timeoutMs ?? 10_000;
+  let config: ServerConfig;
+  try {
+    config = loadConfig(opts.config, env);
+  } catch (err) {
+    if (!(err instanceof RegistryRedirectError)) throw err;
+    out(`FAIL  config ${opts.config}: ${describeError(err)}`);
+    return 1;
+  }
+  let failed = 0;
+  for (const { label, signer } of signersOf(config)) {
+    const verdict = await checkSigner(signer, config, opts, timeoutMs);
+    out(`${verdict.ok ? 'ok  ' : 'FAIL'}  ${label} (${signer.name}): ${verdict.text}`);
+    if (!verdict.ok) failed++;
+    await signer.close?.();
+  }
+  return failed ? 1 : 0;
+}
+
+/** `registry-redirect check ...`: parses the arguments and runs {@link runCheck}. */
+export async function checkCommand(args: string[], out: (line: string) => void = console.log, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const usage = (problem: string): number => {
+    out(`registry-redirect check: ${problem}\n\n${CHECK_USAGE}`);
+    return 2;
+  };
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        config: { type: 'string', short: 'c' },
+        repository: { type: 'string', short: 'r' },
+        digest: { type: 'string', short: 'd' },
+        size: { type: 'string' },
+        creds: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+    }));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) return usage((err as Error).message);
+    throw err;
+  }
+  if (values.help) {
+    out(CHECK_USAGE);
+    return 0;
+  }
+  if (!values.config) return usage('--config FILE.yaml is required');
+  if ((values.repository === undefined) !== (values.digest === undefined)) return usage('--repository and --digest go together');
+  if (values.repository !== undefined && !isValidRepositoryName(values.repository)) return usage(`--repository ${JSON.stringify(values.repository)} is not a repository name, e.g. library/alpine`);
+  if (values.digest !== undefined && !isValidDigest(values.digest)) return usage(`--digest ${JSON.stringify(values.digest)} is not a sha256:<64 hex> or sha512:<128 hex> digest`);
+  const size = values.size === undefined ? undefined : Number(values.size);
+  if (size !== undefined && (!Number.isSafeInteger(size) || size < 0)) return usage(`--size ${JSON.stringify(values.size)} is not a number of bytes`);
+  if (size !== undefined && values.digest === undefined) return usage('--size needs --repository and --digest');
+  return runCheck(
+    {
+      config: values.config,
+      ...(values.repository !== undefined ? { repository: values.repository, digest: values.digest! } : {}),
+      ...(size !== undefined ? { size } : {}),
+      ...(values.creds !== undefined ? { creds: values.creds } : {}),
+    },
+    out,
+    env,
+  );
+}

@@ -1,0 +1,197 @@
+import { createHash, createHmac } from 'node:crypto';
+import type { SignRequest, SignedUrl, Signer } from '../types.js';
+import { SEVEN_DAYS_MS, configError, encodeKeyPath, layoutOf, parseBaseUrl, requireOptions, requireText, signerExpiry, urlPrefix, type LayoutOptions } from './common.js';
+
+/** How the token is computed: an HMAC keyed with `key`, or a plain hash over a message that contains `{key}`. */
+export type HmacAlgorithm = 'hmac-sha256' | 'hmac-sha1' | 'hmac-sha512' | 'md5' | 'sha1' | 'sha256';
+/** How the token bytes are written: `base64url` keeps `=` padding, `base64url-nopad` drops it. */
+export type TokenEncoding = 'base64' | 'base64url' | 'base64url-nopad' | 'hex';
+/** Ready-made settings for common CDN token schemes. */
+export type HmacPreset = 'cloudflare' | 'nginx-secure-link' | 'google-cdn';
+
+/** Options of {@link hmacSigner}; the same keys as the `signer.hmac` config block. */
+export interface HmacSignerOptions extends LayoutOptions {
+  /** The CDN URL the key is appended to, e.g. `https://cdn.example.com` (an optional path prefix is kept). */
+  baseUrl: string;
+  /** The shared secret. */
+  key: string;
+  /** How `key` is written: `utf8` (default), `base64`, `base64url` (Google Cloud CDN keys) or `hex`. */
+  keyEncoding?: 'utf8' | 'base64' | 'base64url' | 'hex';
+  /** A ready-made scheme; every other token option below overrides the preset's value. */
+  preset?: HmacPreset;
+  /** Hash: `hmac-sha256` (default), `hmac-sha1`, `hmac-sha512`, or plain `md5`, `sha1`, `sha256` over a message containing `{key}`. */
+  algorithm?: HmacAlgorithm;
+  /**
+   * What is signed, a template: `{path}` (URL path as sent), `{url}` (URL without query),
+   * `{expires}` (epoch seconds when it stops working), `{issued}` (epoch seconds when signed),
+   * `{keyName}`, and `{key}` (plain hashes only). Example: `"{path}{issued}"`.
+   */
+  message?: string;
+  /** The query string appended to the URL, a template with the placeholders above (not `{key}`) and `{token}`. Example: `"verify={issued}-{token}"`. */
+  query?: string;
+  /** How the token is written. Default `base64url-nopad`. */
+  encoding?: TokenEncoding;
+  /** Value of `{keyName}`, e.g. Google Cloud CDN's key name. */
+  keyName?: string;
+  /** Lifetime of a signed URL: seconds or a duration like `"20m"`. Default 20 minutes; at most 7 days. */
+  expiry?: number | string;
+  /** Clock, epoch milliseconds. Default `Date.now`; for tests. */
+  now?: () => number;
+}
+
+interface Scheme {
+  algorithm: HmacAlgorithm;
+  message: string;
+  query: string;
+  encoding: TokenEncoding;
+  keyEncoding: 'utf8' | 'base64' | 'base64url' | 'hex';
+}
+
+/** The presets, documented with worked examples in docs/signers.md (which the tests run). */
+export const HMAC_PRESETS: Readonly<Record<HmacPreset, Scheme>> = {
+  // Cloudflare WAF is_timed_hmac_valid_v0 / Workers "sign requests"; Docker Hub's blob URLs look like this.
+  cloudflare: { algorithm: 'hmac-sha256', message: '{path}{issued}', query: 'verify={issued}-{token}', encoding: 'base64', keyEncoding: 'utf8' },
+  // nginx secure_link with `secure_link $arg_md5,$arg_expires; secure_link_md5 "$secure_link_expires$uri <key>";`
+  'nginx-secure-link': { algorithm: 'md5', message: '{expires}{path} {key}', query: 'md5={token}&expires={expires}', encoding: 'base64url-nopad', keyEncoding: 'utf8' },
+  // Google Cloud CDN signed URLs.
+  'google-cdn': {
+    algorithm: 'hmac-sha1',
+    message: '{url}?Expires={expires}&KeyName={keyName}',
+    query: 'Expires={expires}&KeyName={keyName}&Signature={token}',
+    encoding: 'base64url',
+    keyEncoding: 'base64url',
+  },
+};
+
+const ALGORITHMS: Readonly<Record<HmacAlgorithm, { hmac: boolean; hash: string }>> = {
+  'hmac-sha256': { hmac: true, hash: 'sha256' },
+  'hmac-sha1': { hmac: true, hash: 'sha1' },
+  'hmac-sha512': { hmac: true, hash: 'sha512' },
+  md5: { hmac: false, hash: 'md5' },
+  sha1: { hmac: false, hash: 'sha1' },
+  sha256: { hmac: false, hash: 'sha256' },
+};
+const ENCODINGS: readonly TokenEncoding[] = ['base64', 'base64url', 'base64url-nopad', 'hex'];
+const KEY_ENCODINGS = ['utf8', 'base64', 'base64url', 'hex'] as const;
+
+type Field = 'path' | 'url' | 'expires' | 'issued' | 'keyName' | 'key' | 'token';
+const FIELDS: readonly Field[] = ['path', 'url', 'expires', 'issued', 'keyName', 'key', 'token'];
+type Values = Record<Field, string>;
+/** A template compiled once: literal text and field names, alternating. */
+type Part = { text: string } | { field: Field };
+
+function compile(template: unknown, key: string, allowed: readonly Field[]): Part[] {
+  if (typeof template !== 'string' || template.length === 0) configError(`${key}: write a template, e.g. "{path}{expires}"`);
+  const parts: Part[] = [];
+  const re = /\{([^{}]*)\}/g;
+  let last = 0;
+  for (let m = re.exec(template); m; m = re.exec(template)) {
+    const name = m[1] as Field;
+    if (!FIELDS.includes(name) || !allowed.includes(name)) {
+      configError(`${key}: {${m[1]}} is not allowed here; use ${allowed.map((f) => `{${f}}`).join(', ')}`);
+    }
+    if (m.index > last) parts.push({ text: template.slice(last, m.index) });
+    parts.push({ field: name });
+    last = m.index + m[0].length;
+  }
+  if (last < template.length) parts.push({ text: template.slice(last) });
+  return parts;
+}
+
+function uses(parts: Part[], field: Field): boolean {
+  return parts.some((p) => 'field' in p && p.field === field);
+}
+
+function render(parts: Part[], values: Values, escape: (s: string) => string): string {
+  let out = '';
+  for (const p of parts) out += 'text' in p ? p.text : escape(values[p.field]);
+  return out;
+}
+
+const asIs = (s: string): string => s;
+
+function encodeToken(digest: Buffer, encoding: TokenEncoding): string {
+  switch (encoding) {
+    case 'hex':
+      return digest.toString('hex');
+    case 'base64':
+      return digest.toString('base64');
+    case 'base64url-nopad':
+      return digest.toString('base64url');
+    case 'base64url':
+      return digest.toString('base64').replace(/\+/g, '-').replace(/\//g, '_');
+  }
+}
+
+function decodeKey(key: string, encoding: Scheme['keyEncoding']): Buffer {
+  if (encoding === 'utf8') return Buffer.from(key, 'utf8');
+  const valid = encoding === 'hex' ? /^(?:[0-9a-fA-F]{2})+$/ : encoding === 'base64' ? /^[A-Za-z0-9+/]+={0,2}$/ : /^[A-Za-z0-9_-]+={0,2}$/;
+  if (!valid.test(key)) configError(`signer.hmac.key: not ${encoding}; write the key as ${encoding} or set signer.hmac.keyEncoding`);
+  return Buffer.from(key, encoding);
+}
+
+/**
+ * A generic CDN token signer (node:crypto): appends a query with an expiry and a keyed hash of the
+ * path, in the format the CDN's verifier expects. Presets cover Cloudflare (`?verify=<issued>-<mac>`),
+ * nginx `secure_link` and Google Cloud CDN; `message`/`query`/`algorithm` describe any other.
+ */
+export function hmacSigner(options: HmacSignerOptions): Signer {
+  requireOptions(options, 'hmacSigner');
+  const base = urlPrefix(parseBaseUrl(requireText(options.baseUrl, 'signer.hmac.baseUrl', 'the CDN URL', 'https://cdn.example.com'), 'signer.hmac.baseUrl', 'https://cdn.example.com'));
+  const key = requireText(options.key, 'signer.hmac.key', 'the shared secret', '${CDN_KEY}');
+  if (options.preset !== undefined && !(options.preset in HMAC_PRESETS)) {
+    configError(`signer.hmac.preset: ${JSON.stringify(options.preset)} is not a preset; write one of ${Object.keys(HMAC_PRESETS).join(', ')}, or describe the scheme with message, query and algorithm`);
+  }
+  const preset = options.preset === undefined ? undefined : HMAC_PRESETS[options.preset];
+  if (!preset && (options.message === undefined || options.query === undefined)) {
+    configError(`signer.hmac: write a preset (${Object.keys(HMAC_PRESETS).join(', ')}) or both message and query, e.g. message: "{path}{expires}", query: "expires={expires}&token={token}"`);
+  }
+  const algorithm = options.algorithm ?? preset?.algorithm ?? 'hmac-sha256';
+  const alg = ALGORITHMS[algorithm];
+  if (!alg) configError(`signer.hmac.algorithm: ${JSON.stringify(algorithm)} is not supported; write one of ${Object.keys(ALGORITHMS).join(', ')}`);
+  const encoding = options.encoding ?? preset?.encoding ?? 'base64url-nopad';
+  if (!ENCODINGS.includes(encoding)) configError(`signer.hmac.encoding: write one of ${ENCODINGS.join(', ')}`);
+  const keyEncoding = options.keyEncoding ?? preset?.keyEncoding ?? 'utf8';
+  if (!KEY_ENCODINGS.includes(keyEncoding)) configError(`signer.hmac.keyEncoding: write one of ${KEY_ENCODINGS.join(', ')}`);
+  const secret = decodeKey(key, keyEncoding);
+
+  const messageFields: Field[] = ['path', 'url', 'expires', 'issued', 'keyName', ...(alg.hmac ? [] : ['key' as const])];
+  const message = compile(options.message ?? preset?.message, 'signer.hmac.message', messageFields);
+  const query = compile(options.query ?? preset?.query, 'signer.hmac.query', ['path', 'url', 'expires', 'issued', 'keyName', 'token']);
+  if (!uses(query, 'token')) configError('signer.hmac.query: must contain {token}, e.g. "expires={expires}&token={token}"');
+  if (!alg.hmac && !uses(message, 'key')) configError(`signer.hmac.message: a plain ${algorithm} hash must include {key}, or anyone could compute the token; use an hmac-* algorithm or add {key}`);
+  if (!uses(message, 'expires') && !uses(message, 'issued')) configError('signer.hmac.message: must include {expires} or {issued}, or a token would never expire');
+  const keyName = options.keyName ?? '';
+  if ((uses(message, 'keyName') || uses(query, 'keyName')) && !keyName) configError('signer.hmac.keyName: missing; the scheme uses {keyName}, so write the key name configured at the CDN, e.g. "registry-key"');
+
+  const expiryMs = signerExpiry(options.expiry, SEVEN_DAYS_MS, 'a blob URL signed by this package');
+  const now = options.now ?? Date.now;
+  const { keyOf, objectKey } = layoutOf(options);
+  const basePath = new URL(base).pathname.replace(/\/$/, '');
+  // Values go into the query percent-encoded (base64 `+` and `/` must not reach the CDN as a space
+  // or a path separator), except `=`: base64 padding stays as the CDNs' own samples write it.
+  const escapeQuery = (s: string): string => encodeURIComponent(s).replace(/%3D/g, '=');
+
+  return {
+    name: 'hmac',
+    objectKey,
+    sign(request: SignRequest): SignedUrl {
+      const encodedKey = encodeKeyPath(keyOf(request.repository, request.digest));
+      const issued = Math.floor(now() / 1_000);
+      const expires = issued + Math.floor(expiryMs / 1_000);
+      const values: Values = {
+        path: `${basePath}/${encodedKey}`,
+        url: `${base}/${encodedKey}`,
+        expires: String(expires),
+        issued: String(issued),
+        keyName,
+        key,
+        token: '',
+      };
+      const text = render(message, values, asIs);
+      const digest = alg.hmac ? createHmac(alg.hash, secret).update(text).digest() : createHash(alg.hash).update(text).digest();
+      values.token = encodeToken(digest, encoding);
+      return { url: `${values.url}?${render(query, values, escapeQuery)}`, expiresAt: expires * 1_000 };
+    },
+  };
+}

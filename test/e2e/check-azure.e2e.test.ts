@@ -1,0 +1,157 @@
+/**
+ * `registry-redirect check` against Azure Blob storage (Azurite, which verifies SAS for real) with
+ * distribution as the upstream, plus the argument handling of the command.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { checkCommand } from '../../src/server/check.js';
+import { AZURITE_ACCOUNT_KEY, startAzurite, type RunningAzurite } from '../support/azurite.js';
+import { requireBinary } from '../support/binaries.js';
+import { makeOciImage, type OciImage } from '../support/oci-image.js';
+import { startRegistry, type RunningRegistry } from '../support/registry.js';
+import { copyRegistryBlobsToAzure } from '../support/seed-storage.js';
+import { skopeoPush } from '../support/skopeo.js';
+import { startTokenServer, type RunningTokenServer } from '../support/token-auth.js';
+
+const has = requireBinary('docker-registry') && requireBinary('skopeo');
+const hasOpenssl = requireBinary('openssl');
+const creds = { username: 'bob', password: 'hunter2 but longer' };
+
+function azureYaml(upstream: string, endpoint: string, extra = ''): string {
+  return `
+upstream: ${upstream}
+signer:
+  azure:
+    account: devstoreaccount1
+    accountKey: \${AZURE_STORAGE_KEY}
+    container: registry
+    endpoint: ${endpoint}
+${extra}`;
+}
+
+describe.skipIf(!has)('registry-redirect check against Azurite', () => {
+  let work: string;
+  let registry: RunningRegistry;
+  let azurite: RunningAzurite;
+  let image: OciImage;
+  let config: string;
+  const env = { AZURE_STORAGE_KEY: AZURITE_ACCOUNT_KEY };
+  const lines: string[] = [];
+  const run = async (args: string[], e: NodeJS.ProcessEnv = env) => {
+    lines.length = 0;
+    const code = await checkCommand(args, (l) => void lines.push(l), e);
+    return { code, text: lines.join('\n') };
+  };
+
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'rr-check-azure-'));
+    [registry, azurite, image] = await Promise.all([
+      startRegistry({ auth: { htpasswd: { users: { [creds.username]: creds.password } } } }),
+      startAzurite(),
+      makeOciImage(join(work, 'image'), { layers: [{ size: 70_000, seed: 'check-azure' }] }),
+    ]);
+    const push = await skopeoPush(image, `docker://${registry.hostPort}/team/app:v1`, creds, { timeoutMs: 20_000 });
+    if (push.code !== 0) throw new Error(push.stderr);
+    await copyRegistryBlobsToAzure(registry.storageRoot, azurite.containerClient('registry'));
+    config = join(work, 'azure.yaml');
+    await writeFile(config, azureYaml(registry.url, azurite.endpoint));
+  }, 40_000);
+
+  afterAll(async () => {
+    await registry?.stop();
+    await azurite?.stop();
+    if (work) await rm(work, { recursive: true, force: true });
+  }, 20_000);
+
+  it('passes: Azurite accepts the SAS and the object has the size the registry reports', async () => {
+    const layer = image.layers[0]!;
+    azurite.requests.length = 0;
+    const r = await run(['--config', config, '--repository', 'team/app', '--digest', layer.digest, '--creds', `${creds.username}:${creds.password}`]);
+    expect(r.text).toMatch(new RegExp(`^ok    signer \\(azure\\): storage accepted the signature: GET ${azurite.endpoint}/registry/docker/registry/v2/blobs/sha256/.*\\?REDACTED -> 206, ${layer.size} bytes, as the registry says \\(valid 20m\\)$`));
+    expect(r.code).toBe(0);
+    expect(azurite.requests).toHaveLength(1);
+    expect(azurite.requests[0]).toMatchObject({ method: 'GET', status: 206, headers: { range: 'bytes=0-0' } });
+    expect(azurite.requests[0]!.headers.authorization).toBeUndefined();
+  });
+
+  it('fails when Azure refuses the SAS (wrong account key)', async () => {
+    const wrongKey = Buffer.alloc(64, 7).toString('base64');
+    const r = await run(['--config', config, '--repository', 'team/app', '--digest', image.layers[0]!.digest, '--size', String(image.layers[0]!.size)], { AZURE_STORAGE_KEY: wrongKey });
+    expect(r.code).toBe(1);
+    expect(r.text).toMatch(/^FAIL {2}signer \(azure\): storage refused the signature for .*: 403 (AuthenticationFailed|AuthorizationFailure): Server failed to authenticate the request/);
+  });
+
+  it('fails for a blob that is not in the container, and for a size that does not match', async () => {
+    const missing = await run(['--config', config, '--repository', 'team/app', '--digest', `sha256:${'1'.repeat(64)}`, '--size', '10']);
+    expect(missing.code).toBe(1);
+    expect(missing.text).toMatch(/^FAIL {2}signer \(azure\): storage has no object at .*: 404 BlobNotFound/);
+    const size = await run(['--config', config, '--repository', 'team/app', '--digest', image.layers[0]!.digest, '--size', '5']);
+    expect(size.code).toBe(1);
+    expect(size.text).toMatch(new RegExp(`is ${image.layers[0]!.size} bytes but the registry says 5; check rootDirectory and layout`));
+  });
+
+  it('checks every named signer on its own line; one broken signer fails the run', async () => {
+    const named = join(work, 'named.yaml');
+    const block = (container: string) => `{ azure: { account: devstoreaccount1, accountKey: "\${AZURE_STORAGE_KEY}", container: ${container}, endpoint: ${azurite.endpoint} } }`;
+    await writeFile(named, azureYaml(registry.url, azurite.endpoint, `signers:\n  mirror: ${block('registry')}\n  stale: ${block('elsewhere')}\n`));
+    const layer = image.layers[0]!;
+    const r = await run(['--config', named, '--repository', 'team/app', '--digest', layer.digest, '--size', String(layer.size)]);
+    const lines = r.text.split('\n');
+    expect(lines[0]).toMatch(/^ok {4}signer \(azure\): storage accepted the signature/);
+    expect(lines[1]).toMatch(/^ok {4}signers\.mirror \(azure\): storage accepted the signature/);
+    expect(lines[2]).toMatch(/^FAIL {2}signers\.stale \(azure\): storage has no object at .*: 404/);
+    expect(r.code).toBe(1);
+  });
+
+  it('names a missing environment variable as a config failure', async () => {
+    const r = await run(['--config', config], {});
+    expect(r.code).toBe(1);
+    expect(r.text).toMatch(/^FAIL {2}config .*azure\.yaml: signer\.azure\.accountKey: environment variable AZURE_STORAGE_KEY is not set/);
+  });
+
+  describe.skipIf(!hasOpenssl)('with a registry using Docker token auth', () => {
+    let tokens: RunningTokenServer;
+    let tokenRegistry: RunningRegistry;
+    let tokenConfig: string;
+
+    beforeAll(async () => {
+      tokens = await startTokenServer({ users: { [creds.username]: creds.password } });
+      tokenRegistry = await startRegistry({ auth: tokens.registryAuth });
+      const push = await skopeoPush(image, `docker://${tokenRegistry.hostPort}/team/tok:v1`, creds, { timeoutMs: 20_000 });
+      if (push.code !== 0) throw new Error(push.stderr);
+      tokenConfig = join(work, 'azure-token.yaml');
+      await writeFile(tokenConfig, azureYaml(tokenRegistry.url, azurite.endpoint));
+    }, 30_000);
+    afterAll(async () => {
+      await tokenRegistry?.stop();
+      await tokens?.stop();
+    });
+
+    it('gets a pull token for the repository from the realm and compares the size', async () => {
+      const layer = image.layers[0]!;
+      tokens.requests.length = 0;
+      const r = await run(['--config', tokenConfig, '--repository', 'team/tok', '--digest', layer.digest, '--creds', `${creds.username}:${creds.password}`]);
+      expect(r.text).toMatch(new RegExp(`^ok {4}signer \\(azure\\): storage accepted the signature: .* -> 206, ${layer.size} bytes, as the registry says`));
+      expect(r.code).toBe(0);
+      expect(tokens.requests).toHaveLength(1);
+      expect(tokens.requests[0]).toMatchObject({ user: creds.username, granted: [{ type: 'repository', name: 'team/tok', actions: ['pull'] }] });
+    });
+  });
+
+  it.each([
+    [[], /--config FILE\.yaml is required/],
+    [['--config', 'x.yaml', '--repository', 'team/app'], /--repository and --digest go together/],
+    [['--config', 'x.yaml', '--repository', 'Team', '--digest', `sha256:${'1'.repeat(64)}`], /--repository "Team" is not a repository name/],
+    [['--config', 'x.yaml', '--repository', 'team/app', '--digest', 'sha256:abc'], /--digest "sha256:abc" is not a sha256/],
+    [['--config', 'x.yaml', '--repository', 'team/app', '--digest', `sha256:${'1'.repeat(64)}`, '--size', 'lots'], /--size "lots" is not a number of bytes/],
+    [['--config', 'x.yaml', '--repository', 'team/app', '--digest', `sha256:${'1'.repeat(64)}`, '--size', '-1'], /Option '--size' argument is ambiguous/],
+    [['--config', 'x.yaml', '--size', '3'], /--size needs --repository and --digest/],
+  ])('usage error %j exits 2 with the usage', async (args, message) => {
+    const r = await run(args);
+    expect(r.code).toBe(2);
+    expect(r.text).toMatch(message);
+    expect(r.text).toContain('Usage: registry-redirect check --config FILE.yaml');
+  });
+});
