@@ -31,7 +31,7 @@ export function azureBlock(endpoint = 'http://127.0.0.2:10000/devstoreaccount1')
 /** `signer:` block for s3rver when this build has an S3 signer, else undefined. */
 export function s3Block(endpoint, bucket = 'registry') {
   if (!CONFIG_SIGNER_KINDS.includes('s3')) return undefined;
-  return { s3: { bucket, region: 'us-east-1', endpoint, forcePathStyle: true, ...S3RVER_KEYS } };
+  return { s3: { bucket, region: 'us-east-1', endpoint, forcePathStyle: true, accessKeyId: S3RVER_KEYS.accessKeyId, secretAccessKey: S3RVER_KEYS.secretAccessKey } };
 }
 
 let rsaPem;
@@ -60,7 +60,7 @@ export const SIGNER_FACTORIES = [
  */
 export function fastPathSigner() {
   const azure = lib.azureSigner({ account: 'devstoreaccount1', accountKey: AZURITE_KEY, container: 'registry', endpoint: 'http://127.0.0.2:10000/devstoreaccount1' });
-  if (HAS_URL_CACHE) return { signer: lib.cachedSigner(azure), label: 'cachedSigner(azure)' };
+  if (HAS_URL_CACHE) return { signer: lib.cachedSigner(azure), label: 'cachedSigner(azureSigner(...))' };
   const fixed = azure.sign({ repository: 'bench/app', digest: `sha256:${'a'.repeat(64)}`, method: 'GET' });
   return { signer: { name: 'stand-in', sign: () => ({ url: fixed.url, expiresAt: Date.now() + 600_000 }) }, label: 'stand-in: one precomputed URL (no URL cache in this build)' };
 }

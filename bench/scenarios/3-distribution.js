@@ -20,7 +20,7 @@ const fmtRps = (s) => `${Math.round(s.rps).toLocaleString('en-US')} req/s`;
 async function seedBucket(s3, storageRoot, repository, image) {
   const hexes = [image.manifest, image.config, ...image.layers].map((b) => b.digest.slice(7));
   const keep = (key) => key.includes(`/repositories/${repository}/`) || hexes.some((h) => key.includes(`/blobs/sha256/${h.slice(0, 2)}/${h}/`));
-  const client = new S3Client({ endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: S3RVER_KEYS });
+  const client = new S3Client({ endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { ...S3RVER_KEYS } }); // a copy: the SDK writes into it
   const objects = registryObjects(storageRoot, keep);
   for (const o of objects) await client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: o.key, Body: readFileSync(o.file) }));
   client.destroy();
