@@ -147,6 +147,8 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
     help: '1 when the signer circuit breaker is closed (traffic redirected), 0 when open (traffic falls back).',
     labelNames: ['signer'] as const,
     registers,
+    // serve --workers sums workers' metrics; a signer is healthy only if it is in every worker.
+    aggregator: 'min',
   });
   const probes = new Counter({
     name: 'registry_redirect_signer_probes_total',
@@ -170,6 +172,7 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
     name: 'registry_redirect_config_last_reload_success_timestamp_seconds',
     help: 'Unix time of the last configuration load that was applied.',
     registers,
+    aggregator: 'max',
   });
   lastReload.set(Date.now() / 1_000);
   const known = new Set<string>();

@@ -1,9 +1,11 @@
 #!/usr/bin/env node
+import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { RegistryRedirectError } from '../errors.js';
 import { checkCommand } from './check.js';
+import { parseWorkers, runPrimary, shareMetricsWithPrimary } from './cluster.js';
 import { loadConfig } from './config.js';
 import { startServer } from './server.js';
 
@@ -24,18 +26,22 @@ function version(): string {
 }
 
 async function serve(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } }, strict: true });
+  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' }, workers: { type: 'string', short: 'w' }, help: { type: 'boolean', short: 'h' } }, strict: true });
   if (values.help) {
-    console.log('Usage: registry-redirect serve --config FILE.yaml\n\nRuns the reverse proxy. SIGTERM/SIGINT: stop accepting, finish in-flight requests, exit 0.\nSIGHUP (or saving the file, unless reload.watch is false): reload the config; an invalid one is rejected and the old one keeps serving.');
+    console.log('Usage: registry-redirect serve --config FILE.yaml [--workers N]\n\nRuns the reverse proxy. SIGTERM/SIGINT: stop accepting, finish in-flight requests, exit 0.\nSIGHUP (or saving the file, unless reload.watch is false): reload the config; an invalid one is rejected and the old one keeps serving.\n--workers N: N server processes sharing the port (node:cluster), e.g. one per core; metrics then need metrics.listen.');
     return 0;
   }
   if (!values.config) {
     console.error('registry-redirect serve: --config FILE.yaml is required (see README.md "Configuration")');
     return 2;
   }
+  const workers = parseWorkers(values.workers);
   const config = loadConfig(values.config);
-  const logger = pino({ level: config.log.level, base: { name: 'registry-redirect' } });
-  const running = await startServer(config, logger, { configPath: values.config });
+  const logger = pino({ level: config.log.level, base: { name: 'registry-redirect', ...(cluster.isWorker && { worker: cluster.worker?.id }) } });
+  if (workers > 1 && cluster.isPrimary) return runPrimary({ workers, config, logger });
+  // A worker of `--workers N`: the primary serves the metrics listener, summed over workers.
+  const running = await startServer(config, logger, { configPath: values.config, metricsListener: !cluster.isWorker });
+  if (cluster.isWorker && running.metrics) shareMetricsWithPrimary(running.metrics);
   logger.info(
     { listen: running.url, metrics: running.metricsUrl, upstream: config.upstream.origin, signer: config.signer.name, authorize: config.authorize.mode },
     'registry-redirect listening',
@@ -99,5 +105,7 @@ export async function main(argv: string[]): Promise<number> {
 
 main(process.argv.slice(2)).then((code) => {
   process.exitCode = code;
+  // A worker of `serve --workers`: its IPC channel to the primary would keep it alive.
+  if (cluster.isWorker) process.disconnect?.();
   // Let pino flush; the server is closed, so the event loop drains and the process exits.
 });

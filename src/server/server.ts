@@ -31,6 +31,8 @@ export interface StartServerOptions {
   configPath?: string;
   /** Environment for `${VAR}` in reloaded files. Default `process.env`. */
   env?: NodeJS.ProcessEnv;
+  /** Start the `metrics.listen` listener. Default true; `serve --workers` workers leave it to the primary. */
+  metricsListener?: boolean;
 }
 
 /**
@@ -99,7 +101,7 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
   const url = await listenOn(server, config.listen);
   let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
   try {
-    metricsServer = metrics && config.metrics?.listen ? await startMetricsServer(metrics, config.metrics.listen, config.metrics.path) : undefined;
+    metricsServer = metrics && config.metrics?.listen && options.metricsListener !== false ? await startMetricsServer(metrics, config.metrics.listen, config.metrics.path) : undefined;
   } catch (err) {
     await new Promise((resolve) => server.close(resolve));
     await hot.close();
