@@ -1,4 +1,5 @@
 // Starting the processes under test: the real CLI (`registry-redirect serve`) and the fixtures.
+import { Buffer } from 'node:buffer';
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -51,6 +52,15 @@ export async function startServe(config, { dir, name = 'serve', workers, env } =
   }
   return { proc, origin, port, file, pids: () => [proc.pid, ...(workers ? childPids(proc.pid) : workerPids)] };
 }
+
+/**
+ * What a registry client sends on a blob GET after the token dance: a bearer token the size of a
+ * typical registry JWT (~700 bytes). The proxy hashes it into its decision-cache key; the
+ * baselines ignore it; every variant receives the same bytes.
+ */
+export const CLIENT_HEADERS = {
+  Authorization: `Bearer eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6ImJlbmNoIn0.${Buffer.from(JSON.stringify({ iss: 'bench-issuer', sub: 'bench-user', aud: 'bench-registry', exp: 4102444800, nbf: 1700000000, iat: 1700000000, jti: 'x'.repeat(32), access: [{ type: 'repository', name: 'bench/app', actions: ['pull'] }] })).toString('base64url')}.${'s'.repeat(342)}`,
+};
 
 /** Asserts `origin + path` answers a 307 with a Location (fail fast instead of benchmarking errors). */
 export async function expectRedirect(origin, path, headers = {}) {

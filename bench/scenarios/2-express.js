@@ -2,7 +2,7 @@
 // a fixed 307.
 import { HAS_URL_CACHE, fastPathSigner } from '../lib/lib.js';
 import { compareRounds } from '../lib/load.js';
-import { expectRedirect, startFixture } from '../lib/servers.js';
+import { CLIENT_HEADERS, expectRedirect, startFixture } from '../lib/servers.js';
 import { summarize } from './1-fast-path.js';
 
 export const title = 'As Express 5 middleware vs the same app writing a fixed 307';
@@ -13,14 +13,14 @@ export async function run(ctx) {
   const fixed = await startFixture('express-fixed');
   const fast = await startFixture('express-fast');
   const variants = [
-    { name: 'express-fixed', origin: fixed.origin, paths: [PATH], pids: fixed.pids },
-    { name: 'express-fast', origin: fast.origin, paths: [PATH], pids: fast.pids },
+    { name: 'express-fixed', origin: fixed.origin, paths: [PATH], headers: CLIENT_HEADERS, pids: fixed.pids },
+    { name: 'express-fast', origin: fast.origin, paths: [PATH], headers: CLIENT_HEADERS, pids: fast.pids },
   ];
   if (!ctx.smoke) {
     const mw = await startFixture('express-redirect');
-    variants.push({ name: 'express-redirect', origin: mw.origin, paths: [PATH], pids: mw.pids });
+    variants.push({ name: 'express-redirect', origin: mw.origin, paths: [PATH], headers: CLIENT_HEADERS, pids: mw.pids });
   }
-  for (const v of variants) await expectRedirect(v.origin, PATH);
+  for (const v of variants) await expectRedirect(v.origin, PATH, CLIENT_HEADERS);
   ctx.log(`scenario 2: ${variants.map((v) => v.name).join(', ')}; ${ctx.rounds} rounds x ${ctx.seconds} s`);
   const s = await compareRounds({ variants, baseline: 'express-fixed', rounds: ctx.rounds, seconds: ctx.seconds, connections: ctx.connections, log: ctx.log });
   const rows = [
