@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util';
 import { removeScratch, findWrk, wrkVersion } from './lib/load.js';
 import { HAS_URL_CACHE, ROOT } from './lib/lib.js';
 import { killAllSync, stopAll } from './lib/procs.js';
-import { judge, markdownTable, svgChart, textTable } from './lib/report.js';
+import { judge, textTable, writeArtifacts } from './lib/report.js';
 import { closeShared, shared } from './lib/shared.js';
 
 const SCENARIOS = {
@@ -137,9 +137,7 @@ const result = {
 };
 const base = join(outDir, mode === 'full' ? date : `${date}-${mode}`);
 writeFileSync(`${base}.json`, `${JSON.stringify(result, null, 2)}\n`);
-const subtitle = `${mode} run ${result.date.slice(0, 16).replace('T', ' ')} UTC, ${machine.cpus} shared CPUs (load avg ${machine.loadAverageBefore[0].toFixed(1)} before), Node ${machine.node}, ${machine.loadGenerator}`;
-writeFileSync(`${base}.svg`, `${svgChart(rows, { title: 'registry-redirect: targets of issue 6 (ratios measured in one run)', subtitle })}\n`);
-writeFileSync(`${base}.md`, `${markdownTable(rows)}\n`);
+writeArtifacts(result, base, writeFileSync);
 
 console.log(textTable(rows));
 const notes = rows.filter((r) => r.note).map((r) => `  ${r.id}: ${r.note}`);

@@ -51,6 +51,15 @@ export function markdownTable(rows) {
   return out.join('\n');
 }
 
+/** Writes `<base>.svg` (chart) and `<base>.md` (table) for a results object (as in the JSON file). */
+export function writeArtifacts(result, base, writeFileSync) {
+  const rows = result.rows.map((r) => ({ ...r, value: r.value ?? Number.NaN, score: r.score ?? (r.value === 0 ? Infinity : undefined) }));
+  const m = result.machine;
+  const subtitle = `${result.mode} run ${result.date.slice(0, 16).replace('T', ' ')} UTC, ${m.cpus} shared CPUs (load avg ${m.loadAverageBefore[0].toFixed(1)} before), Node ${m.node}, ${m.loadGenerator}`;
+  writeFileSync(`${base}.svg`, `${svgChart(rows, { title: 'registry-redirect: targets of issue 6 (ratios measured in one run)', subtitle })}\n`);
+  writeFileSync(`${base}.md`, `${markdownTable(rows)}\n`);
+}
+
 const xmlEscape = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 
 /**
@@ -80,7 +89,7 @@ export function svgChart(rows, { title, subtitle }) {
     if (tick < lo || tick > hi) continue;
     const tx = x(tick);
     parts.push(`<line x1="${tx}" y1="${top - 6}" x2="${tx}" y2="${top + judged.length * rowH}" stroke="${tick === 1 ? '#000' : '#ddd'}" stroke-width="${tick === 1 ? 1.5 : 1}"/>`);
-    parts.push(`<text x="${tx}" y="${top + judged.length * rowH + 16}" text-anchor="middle" fill="#555">${tick === 1 ? 'target' : `${tick}x`}</text>`);
+    parts.push(`<text x="${tx}" y="${top + judged.length * rowH + 16}" text-anchor="middle" fill="#555">${tick === 1 ? 'target' : `${tick}×`}</text>`);
   }
   judged.forEach((r, i) => {
     const y = top + i * rowH;
@@ -92,7 +101,7 @@ export function svgChart(rows, { title, subtitle }) {
     parts.push(`<rect x="${x0}" y="${y + 5}" width="${Math.max(1, x1 - x0)}" height="${rowH - 10}" fill="${Number.isFinite(r.value) || r.value === Infinity ? (r.met ? '#2e8b57' : '#c0392b') : '#999'}"/>`);
     parts.push(`<text x="${Math.max(x1, x0) + 6}" y="${y + 16}" fill="#222">${xmlEscape(`${fmtValue(r.value, r.unit)} (target ${targetText(r)})`)}</text>`);
   });
-  parts.push(`<text x="16" y="${height - 10}" fill="#555">Bar: how far each target is met (value/target, or target/value for "at most" targets), log scale; the black line is the target.</text>`);
+  parts.push(`<text x="16" y="${height - 10}" fill="#555">Bar: how far each target is met, as a multiple of it (value/target, or target/value for "at most" targets), log scale; the black line is the target. Green: met, red: missed.</text>`);
   parts.push('</svg>');
   return parts.join('\n');
 }
