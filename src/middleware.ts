@@ -3,12 +3,13 @@ import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createEmbeddedAuthorizer } from './authorize/embedded.js';
 import { createProxyAuthorizer } from './authorize/proxy.js';
-import type { Authorizer, Grant } from './authorize/types.js';
+import type { AuthOutcome, Authorizer, Grant } from './authorize/types.js';
 import { RegistryRedirectError, sendOciError } from './errors.js';
 import { errorForLog, silentLogger } from './log.js';
 import { countProxiedBytes, type FallbackReason } from './metrics.js';
 import { createPassThrough, pathForLog } from './proxy.js';
 import { NO_SIGNER, type RolloutDecision } from './rollout.js';
+import { isPromiseLike } from './promise.js';
 import { parseBlobPath } from './routes.js';
 import { createRouting } from './routing.js';
 import type {
@@ -80,9 +81,8 @@ export function parseUpstream(upstream: string | URL): URL {
   return url;
 }
 
-/** Races a maybe-promise against a timer. Synchronous results skip the timer entirely. */
-function withSignerTimeout(result: SignedUrl | Promise<SignedUrl>, ms: number): SignedUrl | Promise<SignedUrl> {
-  if (!(result instanceof Promise)) return result;
+/** Races an asynchronous signature against a timer (synchronous signers never get here). */
+function withSignerTimeout(result: Promise<SignedUrl>, ms: number): Promise<SignedUrl> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new RegistryRedirectError('SIGNER_TIMEOUT', `signer did not answer within ${ms} ms`)), ms);
@@ -146,9 +146,19 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
     else sendOciError(res, 404, 'DENIED', 'not handled');
   }
 
-  async function handleBlobGet(req: IncomingMessage, res: ServerResponse, next: Next | undefined, target: BlobTarget): Promise<void> {
+  /**
+   * authorize -> decide -> sign -> respond. Runs synchronously end to end when the authorizer and
+   * the signer answer synchronously (a cached decision, a cached URL): no promise on the hot path.
+   */
+  function handleBlobGet(req: IncomingMessage, res: ServerResponse, next: Next | undefined, target: BlobTarget): void | Promise<void> {
     const started = performance.now();
-    const grant = await authorize(req, res, target, pathForLog(req.url));
+    const outcome = authorize(req, res, target, pathForLog(req.url));
+    return isPromiseLike(outcome)
+      ? Promise.resolve(outcome).then((grant) => afterAuthorize(grant, started, req, res, next, target))
+      : afterAuthorize(outcome, started, req, res, next, target);
+  }
+
+  function afterAuthorize(grant: AuthOutcome, started: number, req: IncomingMessage, res: ServerResponse, next: Next | undefined, target: BlobTarget): void | Promise<void> {
     observer.authorized((performance.now() - started) / 1_000, grant === 'answered' ? 'error' : grant === 'deny' ? 'denied' : 'granted');
     if (grant === 'answered') return;
     if (grant === 'deny') {
@@ -164,7 +174,7 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
       forwardBlob(req, res, next);
       return;
     }
-    await redirectWith(decision, req, res, next, target, grant);
+    return redirectWith(decision, req, res, next, target, grant);
   }
 
   /** Forwards an authorized blob GET and counts the bytes this server then streams. */
@@ -182,21 +192,16 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
   }
 
   /** Signs and answers 307; a signer failure (or an open breaker) falls back per `onSignerError`. */
-  async function redirectWith(decision: RolloutDecision, req: IncomingMessage, res: ServerResponse, next: Next | undefined, target: BlobTarget, grant: Grant): Promise<void> {
+  function redirectWith(decision: RolloutDecision, req: IncomingMessage, res: ServerResponse, next: Next | undefined, target: BlobTarget, grant: Grant): void | Promise<void> {
     const name = decision.signer;
     if (!routing.health.available(name)) {
       fallBack(decision, 'signer_unhealthy', req, res, next);
       return;
     }
     const signer: Signer = routing.signer(name);
-    let signed: SignedUrl;
     const started = performance.now();
-    try {
-      signed = await withSignerTimeout(signer.sign({ repository: target.repository, digest: grant.digest, method: 'GET', size: grant.size }), timeouts.signer);
-      if (!isValidLocation(signed?.url)) {
-        throw new RegistryRedirectError('SIGNER_FAILED', `signer "${signer.name}" returned no absolute http(s) URL`);
-      }
-    } catch (err) {
+
+    const failed = (err: unknown): void => {
       observer.signed(name, (performance.now() - started) / 1_000, false);
       routing.health.failure(name, err);
       logger.warn(
@@ -204,21 +209,44 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
         'signer failed',
       );
       fallBack(decision, err instanceof RegistryRedirectError && err.code === 'SIGNER_TIMEOUT' ? 'signer_timeout' : 'signer_error', req, res, next);
+    };
+
+    const signed = (result: SignedUrl): void => {
+      if (!isValidLocation(result?.url)) {
+        failed(new RegistryRedirectError('SIGNER_FAILED', `signer "${signer.name}" returned no absolute http(s) URL`));
+        return;
+      }
+      observer.signed(name, (performance.now() - started) / 1_000, true);
+      routing.health.success(name);
+      if (routing.shadow) {
+        // Shadow mode: everything up to the redirect happened (decision, signature); serve the bytes anyway.
+        observer.decision('shadow', name, decision.reason);
+        logger.info({ repository: target.repository, digest: grant.digest, signer: name, reason: decision.reason }, 'shadow: would redirect');
+        forwardBlob(req, res, next);
+        return;
+      }
+      sendRedirect(res, result.url, grant.digest);
+      observer.decision('redirect', name, decision.reason);
+      if (grant.size !== undefined) observer.bytes('redirected', grant.size);
+      logger.debug({ repository: target.repository, digest: grant.digest, signer: name, reason: decision.reason }, 'redirected');
+    };
+
+    let result: SignedUrl | PromiseLike<SignedUrl>;
+    try {
+      result = signer.sign({ repository: target.repository, digest: grant.digest, method: 'GET', size: grant.size });
+    } catch (err) {
+      failed(err);
       return;
     }
-    observer.signed(name, (performance.now() - started) / 1_000, true);
-    routing.health.success(name);
-    if (routing.shadow) {
-      // Shadow mode: everything up to the redirect happened (decision, signature); serve the bytes anyway.
-      observer.decision('shadow', name, decision.reason);
-      logger.info({ repository: target.repository, digest: grant.digest, signer: name, reason: decision.reason }, 'shadow: would redirect');
-      forwardBlob(req, res, next);
-      return;
-    }
-    sendRedirect(res, signed.url, grant.digest);
-    observer.decision('redirect', name, decision.reason);
-    if (grant.size !== undefined) observer.bytes('redirected', grant.size);
-    logger.debug({ repository: target.repository, digest: grant.digest, signer: name, reason: decision.reason }, 'redirected');
+    if (isPromiseLike(result)) return withSignerTimeout(Promise.resolve(result), timeouts.signer).then(signed, failed);
+    signed(result);
+  }
+
+  /** The last line of defence: an unexpected error never crashes the app or leaves a client hanging. */
+  function unexpected(err: unknown, req: IncomingMessage, res: ServerResponse, next: Next | undefined, target: BlobTarget): void {
+    logger.error({ error: errorForLog(err), repository: target.repository }, 'blob redirect failed');
+    if (!res.headersSent) forward(req, res, next);
+    else res.destroy();
   }
 
   const middleware = (req: IncomingMessage, res: ServerResponse, next?: Next): void => {
@@ -227,11 +255,14 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
       forward(req, res, next);
       return;
     }
-    handleBlobGet(req, res, next, target).catch((err: unknown) => {
-      logger.error({ error: errorForLog(err), repository: target.repository }, 'blob redirect failed');
-      if (!res.headersSent) forward(req, res, next);
-      else res.destroy();
-    });
+    let pending: void | Promise<void>;
+    try {
+      pending = handleBlobGet(req, res, next, target);
+    } catch (err) {
+      unexpected(err, req, res, next, target);
+      return;
+    }
+    if (pending) pending.catch((err: unknown) => unexpected(err, req, res, next, target));
   };
 
   return Object.assign(middleware, {

@@ -20,6 +20,7 @@ export type AuthOutcome = Grant | 'deny' | 'answered';
 
 /**
  * One authorization strategy (upstream HEAD probe, embedded hook, ...). `path` is the request
- * path without its query string.
+ * path without its query string. A strategy that knows the answer at once (a synchronous embedded
+ * hook) returns it directly, so the request never waits a microtask for it.
  */
-export type Authorizer = (req: IncomingMessage, res: ServerResponse, target: BlobTarget, path: string) => Promise<AuthOutcome>;
+export type Authorizer = (req: IncomingMessage, res: ServerResponse, target: BlobTarget, path: string) => AuthOutcome | Promise<AuthOutcome>;

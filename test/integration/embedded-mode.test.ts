@@ -1,3 +1,4 @@
+import http from 'node:http';
 import express from 'express';
 import request from 'supertest';
 import { describe, expect, it } from 'vitest';
@@ -75,6 +76,29 @@ describe('embedded mode inside an Express 5 app', () => {
     const res = await request(hostRegistry(broken)).get(`/v2/team/app/blobs/${D1}`).set('Authorization', 'Bearer alice').redirects(0);
     expect(res.status).toBe(200);
     expect(res.text).toBe('bytes-from-host');
+  });
+
+  it('a hook answering with a non-native thenable is awaited, never taken for a grant', async () => {
+    const app = express();
+    // Resolves to "no": a thenable object must not be mistaken for a grant object.
+    const thenable = { then: (resolve: (v: undefined) => void) => resolve(undefined) };
+    app.use(registryRedirect({ signer: azure, authorize: () => thenable as unknown as undefined }));
+    app.get('/v2/{*rest}', (_req, res) => { res.status(404).send('host says no'); });
+    const res = await request(app).get(`/v2/team/app/blobs/${D1}`).redirects(0);
+    expect(res.status).toBe(404);
+    expect(res.headers.location).toBeUndefined();
+  });
+
+  it('a synchronous hook and a synchronous signer answer within the same call (no promise on the hot path)', async () => {
+    const mw = registryRedirect({ signer: azure, authorize: () => ({ size: 1 }) });
+    const endedSynchronously: boolean[] = [];
+    const server = http.createServer((req, res) => {
+      mw(req, res, () => res.end());
+      endedSynchronously.push(res.writableEnded);
+    });
+    const res = await request(server).get(`/v2/team/app/blobs/${D1}`).redirects(0);
+    expect(res.status).toBe(307);
+    expect(endedSynchronously).toEqual([true]);
   });
 
   it('a throwing authorize hook never crashes the app: the host answers', async () => {
