@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkCommand } from '../../src/server/check.js';
 import { AZURITE_ACCOUNT_KEY, startAzurite, type RunningAzurite } from '../support/azurite.js';
+import { azureProxyYaml } from '../helpers/constants.js';
 import { requireBinary } from '../support/binaries.js';
 import { makeOciImage, type OciImage } from '../support/oci-image.js';
 import { startRegistry, type RunningRegistry } from '../support/registry.js';
@@ -19,17 +20,7 @@ const has = requireBinary('docker-registry') && requireBinary('skopeo');
 const hasOpenssl = requireBinary('openssl');
 const creds = { username: 'bob', password: 'hunter2 but longer' };
 
-function azureYaml(upstream: string, endpoint: string, extra = ''): string {
-  return `
-upstream: ${upstream}
-signer:
-  azure:
-    account: devstoreaccount1
-    accountKey: \${AZURE_STORAGE_KEY}
-    container: registry
-    endpoint: ${endpoint}
-${extra}`;
-}
+const azureYaml = (upstream: string, endpoint: string, extra = ''): string => azureProxyYaml({ upstream, endpoint, extra });
 
 describe.skipIf(!has)('registry-redirect check against Azurite', () => {
   let work: string;

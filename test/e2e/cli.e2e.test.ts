@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { AZURITE_KEY } from '../helpers/constants.js';
+import { AZURITE_KEY, azureProxyYaml } from '../helpers/constants.js';
 import { BASIC, digestOf, startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { request, waitFor } from '../support/http.js';
 import { freePort } from '../support/ports.js';
@@ -38,17 +38,7 @@ function config(name: string, text: string): string {
   return file;
 }
 
-function proxyConfig(port: number, upstream: string, extra = ''): string {
-  return `listen: 127.0.0.1:${port}
-upstream: ${upstream}
-signer:
-  azure:
-    account: devstoreaccount1
-    accountKey: \${AZURE_STORAGE_KEY}
-    container: registry
-    endpoint: http://127.0.0.2:10000/devstoreaccount1
-${extra}`;
-}
+const proxyConfig = (port: number, upstream: string, extra = ''): string => azureProxyYaml({ listen: `127.0.0.1:${port}`, upstream, extra });
 
 async function startServe(upstream: string, extra = '', logLevel = 'info') {
   const port = await freePort();

@@ -3,7 +3,7 @@ import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AZURITE_KEY } from '../helpers/constants.js';
+import { AZURITE_KEY, azureProxyYaml } from '../helpers/constants.js';
 import { BASIC, digestOf, startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { request, waitFor } from '../support/http.js';
 import { freePort } from '../support/ports.js';
@@ -41,17 +41,7 @@ function configFile(port: number, upstream: string, extra: string): string {
   const file = join(dir, `proxy-${port}.yaml`);
   writeFileSync(
     file,
-    `listen: 127.0.0.1:${port}
-upstream: ${upstream}
-signer:
-  azure:
-    account: devstoreaccount1
-    accountKey: \${AZURE_STORAGE_KEY}
-    container: registry
-    endpoint: http://127.0.0.2:10000/devstoreaccount1
-reload: { watch: false }
-${extra}
-`,
+    azureProxyYaml({ listen: `127.0.0.1:${port}`, upstream, extra: `reload: { watch: false }\n${extra}\n` }),
   );
   return file;
 }
