@@ -25,7 +25,6 @@ export const DEFAULT_TIMEOUTS = { authorize: 10_000, upstream: 60_000, signer: 5
 
 type Next = (err?: unknown) => void;
 
-
 function validateOptions(options: RegistryRedirectOptions): void {
   if (options === null || typeof options !== 'object') {
     throw new RegistryRedirectError('CONFIG_INVALID', 'registryRedirect(options): options must be an object');
@@ -103,8 +102,10 @@ function sendRedirect(res: ServerResponse, location: string, digest: string): vo
   res.end();
 }
 
+const LINE_BREAK = /[\r\n]/;
+
 function isValidLocation(url: unknown): url is string {
-  return typeof url === 'string' && (url.startsWith('https://') || url.startsWith('http://')) && !/[\r\n]/.test(url);
+  return typeof url === 'string' && (url.startsWith('https://') || url.startsWith('http://')) && !LINE_BREAK.test(url);
 }
 
 /**
