@@ -1,5 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import type { SignRequest, SignedUrl, Signer } from '../types.js';
+import { isPromiseLike } from '../promise.js';
 import { configError } from './common.js';
 
 /**
@@ -32,10 +33,6 @@ interface Entry {
   readonly signed: SignedUrl;
   /** From this instant on the entry is not served any more. */
   readonly staleAt: number;
-}
-
-function isPromise<T>(value: T | Promise<T>): value is Promise<T> {
-  return typeof (value as { then?: unknown } | null)?.then === 'function';
 }
 
 /**
@@ -79,11 +76,12 @@ export function cachedSigner(signer: Signer, options: CachedSignerOptions = {}):
   function signAndRemember(key: string, request: SignRequest): SignedUrl | Promise<SignedUrl> {
     const signedAt = now();
     const result = signer.sign(request);
-    if (!isPromise(result)) {
+    if (!isPromiseLike(result)) {
       remember(key, result, signedAt);
       return result;
     }
-    const pending = result.then(
+    // Promise.resolve: a custom signer's thenable becomes a real promise that waiters can share.
+    const pending = Promise.resolve(result).then(
       (signed) => {
         inFlight.delete(key);
         remember(key, signed, signedAt);

@@ -229,3 +229,23 @@ describe('cachedSigner: concurrency and failures', () => {
     expect(() => cachedSigner({ name: 'x', sign: () => ({ url: 'https://s', expiresAt: 0 }) }, options)).toThrow(message);
   });
 });
+
+describe('cachedSigner with a custom signer answering a bare thenable', () => {
+  it('awaits it as a promise, shares it between concurrent callers and caches the URL', async () => {
+    let calls = 0;
+    const signer: Signer = {
+      name: 'thenable',
+      // A thenable whose then() returns nothing: it must still be shared and cached like a promise.
+      sign: (r) => {
+        calls++;
+        return { then: (resolve: (v: SignedUrl) => void) => void resolve({ url: `https://cdn.example/${r.digest}`, expiresAt: Date.now() + 20 * MIN }) } as unknown as Promise<SignedUrl>;
+      },
+    };
+    const cached = cachedSigner(signer);
+    const [a, b] = await Promise.all([cached.sign(req(7)), cached.sign(req(7))]);
+    expect(a).toEqual(b);
+    expect(a.url).toBe(`https://cdn.example/${digest(7)}`);
+    expect(await cached.sign(req(7))).toEqual(a);
+    expect(calls).toBe(1);
+  });
+});
