@@ -18,6 +18,11 @@ export class RegistryRedirectError extends Error {
   }
 }
 
+/** Throws the construction-time error: the message names the key and the fix. */
+export function configError(message: string, cause?: unknown): never {
+  throw new RegistryRedirectError('CONFIG_INVALID', message, cause === undefined ? undefined : { cause });
+}
+
 /** OCI distribution error codes this package emits. */
 export type OciErrorCode = 'UNAVAILABLE' | 'UNAUTHORIZED' | 'DENIED' | 'UNSUPPORTED';
 

@@ -1,6 +1,6 @@
 import http from 'node:http';
 import https from 'node:https';
-import { RegistryRedirectError } from './errors.js';
+import { RegistryRedirectError, configError } from './errors.js';
 import { errorForLog } from './log.js';
 import type { CompleteObserver } from './metrics.js';
 import { isValidDigest, isValidRepositoryName } from './routes.js';
@@ -82,35 +82,31 @@ export interface SignerHealth {
 
 export const DEFAULT_HEALTH = { failureThreshold: 3, retryAfter: 30_000, interval: 30_000, timeout: 5_000 } as const;
 
-function fail(message: string): never {
-  throw new RegistryRedirectError('CONFIG_INVALID', message);
-}
-
 function positiveMs(value: unknown, key: string): void {
   if (value !== undefined && !(typeof value === 'number' && Number.isFinite(value) && value > 0)) {
-    fail(`${key}: write a positive number of milliseconds, got ${JSON.stringify(value)}`);
+    configError(`${key}: write a positive number of milliseconds, got ${JSON.stringify(value)}`);
   }
 }
 
 /** Checks `health` options at construction; messages name the key and the fix. */
 export function validateHealthOptions(options: SignerHealthOptions | undefined, signerNames: readonly string[], path = 'health'): void {
   if (options === undefined) return;
-  if (options === null || typeof options !== 'object') fail(`${path}: write an object, e.g. { failureThreshold: 3 }`);
+  if (options === null || typeof options !== 'object') configError(`${path}: write an object, e.g. { failureThreshold: 3 }`);
   const t = options.failureThreshold;
-  if (t !== undefined && !(Number.isSafeInteger(t) && t >= 1)) fail(`${path}.failureThreshold: write a whole number >= 1, e.g. 3`);
+  if (t !== undefined && !(Number.isSafeInteger(t) && t >= 1)) configError(`${path}.failureThreshold: write a whole number >= 1, e.g. 3`);
   positiveMs(options.retryAfter, `${path}.retryAfter`);
   const p = options.probe;
   if (p === undefined) return;
   if (typeof p.repository !== 'string' || !isValidRepositoryName(p.repository)) {
-    fail(`${path}.probe.repository: ${JSON.stringify(p.repository)} is not a repository name; write e.g. "library/alpine"`);
+    configError(`${path}.probe.repository: ${JSON.stringify(p.repository)} is not a repository name; write e.g. "library/alpine"`);
   }
   if (typeof p.digest !== 'string' || !isValidDigest(p.digest)) {
-    fail(`${path}.probe.digest: ${JSON.stringify(p.digest)} is not a digest; write the digest of a blob that exists in storage, e.g. "sha256:<64 hex>"`);
+    configError(`${path}.probe.digest: ${JSON.stringify(p.digest)} is not a digest; write the digest of a blob that exists in storage, e.g. "sha256:<64 hex>"`);
   }
   positiveMs(p.interval, `${path}.probe.interval`);
   positiveMs(p.timeout, `${path}.probe.timeout`);
   for (const name of p.signers ?? []) {
-    if (!signerNames.includes(name)) fail(`${path}.probe.signers: unknown signer ${JSON.stringify(name)}; known: ${signerNames.join(', ')}`);
+    if (!signerNames.includes(name)) configError(`${path}.probe.signers: unknown signer ${JSON.stringify(name)}; known: ${signerNames.join(', ')}`);
   }
 }
 

@@ -1,5 +1,5 @@
 import { parseDuration } from '../duration.js';
-import { RegistryRedirectError } from '../errors.js';
+import { configError } from '../errors.js';
 import { resolveLayout, type LayoutFn } from '../layouts.js';
 import type { BlobLayout, SignRequest } from '../types.js';
 
@@ -20,10 +20,7 @@ export interface LayoutOptions {
   layout?: BlobLayout;
 }
 
-/** Throws the construction-time error every signer uses: the message names the key and the fix. */
-export function configError(message: string, cause?: unknown): never {
-  throw new RegistryRedirectError('CONFIG_INVALID', message, cause === undefined ? undefined : { cause });
-}
+export { configError };
 
 /** `1200000` -> `"20m"`: the largest unit that divides the value, for messages. */
 export function formatDuration(ms: number): string {
