@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { RegistryRedirectError } from '../errors.js';
+import { errorForLog } from '../log.js';
 import { checkCommand } from './check.js';
 import { parseWorkers, runPrimary, shareMetricsWithPrimary } from './cluster.js';
 import { loadConfig } from './config.js';
@@ -56,7 +57,7 @@ async function serve(args: string[]): Promise<number> {
       running.close().then(
         () => resolve(0),
         (err: unknown) => {
-          logger.error({ err: String(err) }, 'shutdown failed');
+          logger.error({ error: errorForLog(err) }, 'shutdown failed');
           resolve(1);
         },
       );

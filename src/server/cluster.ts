@@ -2,6 +2,7 @@ import cluster, { type Worker } from 'node:cluster';
 import http from 'node:http';
 import { AggregatorRegistry } from 'prom-client';
 import { RegistryRedirectError } from '../errors.js';
+import { errorForLog } from '../log.js';
 import type { PrometheusMetrics } from '../metrics.js';
 import type { Logger } from '../types.js';
 import type { ServerConfig } from './config.js';
@@ -144,7 +145,7 @@ export async function runPrimary(opts: { workers: number; config: ServerConfig; 
             res.end(req.method === 'HEAD' ? undefined : text);
           },
           (err: unknown) => {
-            logger.warn({ error: String(err) }, 'collecting worker metrics failed');
+            logger.warn({ error: errorForLog(err) }, 'collecting worker metrics failed');
             res.writeHead(503, { 'Content-Type': 'text/plain' });
             res.end('metrics unavailable\n');
           },
@@ -153,7 +154,7 @@ export async function runPrimary(opts: { workers: number; config: ServerConfig; 
       listenOn(metricsServer, config.metrics.listen).then(
         (url) => logger.info({ metrics: url, workers }, 'metrics of all workers listening'),
         (err: unknown) => {
-          logger.error({ error: String(err) }, 'metrics listener failed');
+          logger.error({ error: errorForLog(err) }, 'metrics listener failed');
           metricsServer = undefined;
           stopping = true;
           finish(1);
