@@ -17,7 +17,6 @@
  * @module
  */
 import http from 'node:http';
-import type { IncomingHttpHeaders } from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -30,7 +29,7 @@ import {
 } from '@azure/storage-blob';
 import type { ContainerClient } from '@azure/storage-blob';
 import { supervise } from './child.js';
-import { request, waitFor } from './http.js';
+import { forwardHeaders, request, waitFor } from './http.js';
 import { assertLoopback, freePort } from './ports.js';
 
 /** Azurite's well-known development account (public, documented by Microsoft). */
@@ -100,22 +99,6 @@ export interface RunningAzurite {
   stopEmulator(): Promise<void>;
   /** Start Azurite again on the same port and data dir (blobs seeded before are still there). */
   startEmulator(): Promise<void>;
-}
-
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'upgrade',
-]);
-
-function forwardHeaders(h: IncomingHttpHeaders): IncomingHttpHeaders {
-  const out: IncomingHttpHeaders = {};
-  for (const [k, v] of Object.entries(h)) if (!HOP_BY_HOP.has(k)) out[k] = v;
-  return out;
 }
 
 function encodeBlobPath(blob: string): string {

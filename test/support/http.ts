@@ -118,3 +118,13 @@ export async function waitFor(
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
+
+// Hop-by-hop headers (RFC 9110 7.6.1): they belong to one connection and are never forwarded.
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'upgrade', 'transfer-encoding']);
+
+/** The end-to-end headers of a request or response, for the recording fronts' forwarding. */
+export function forwardHeaders(h: IncomingHttpHeaders): IncomingHttpHeaders {
+  const out: IncomingHttpHeaders = {};
+  for (const [k, v] of Object.entries(h)) if (!HOP_BY_HOP.has(k)) out[k] = v;
+  return out;
+}

@@ -35,7 +35,7 @@ import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { SignatureV4 } from '@smithy/signature-v4';
 import { supervise } from './child.js';
-import { request, waitFor } from './http.js';
+import { forwardHeaders, request, waitFor } from './http.js';
 import { assertLoopback, freePort } from './ports.js';
 
 /** s3rver's built-in credentials (it checks header signatures against these when seeding). */
@@ -181,14 +181,6 @@ export async function verifyPresignedRequest(
 
 function errorXml(v: GateVerdict): string {
   return `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${v.code}</Code><Message>${v.message}</Message></Error>`;
-}
-
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'upgrade', 'transfer-encoding']);
-
-function forwardHeaders(h: IncomingHttpHeaders): IncomingHttpHeaders {
-  const out: IncomingHttpHeaders = {};
-  for (const [k, v] of Object.entries(h)) if (!HOP_BY_HOP.has(k)) out[k] = v;
-  return out;
 }
 
 /**
