@@ -113,9 +113,10 @@ export function validateHealthOptions(options: SignerHealthOptions | undefined, 
 /**
  * One bounded GET, body discarded; resolves with the status. node:http rather than fetch: fetch
  * refuses the "bad ports" of the Fetch standard (6000, 10080, ...), where storage or a registry
- * may well listen. Never follows redirects. Rejects on network errors and after `timeoutMs`.
+ * may well listen. Never follows redirects. Rejects on network errors and after `timeoutMs`;
+ * `timeoutMessage` names the caller's whole budget when `timeoutMs` is only what is left of it.
  */
-export function httpStatus(url: string, opts: { headers?: Record<string, string>; timeoutMs: number }): Promise<number> {
+export function httpStatus(url: string, opts: { headers?: Record<string, string>; timeoutMs: number; timeoutMessage?: string }): Promise<number> {
   return new Promise((resolve, reject) => {
     let target: URL;
     try {
@@ -130,7 +131,7 @@ export function httpStatus(url: string, opts: { headers?: Record<string, string>
       res.resume();
       resolve(res.statusCode ?? 0);
     });
-    const timer = setTimeout(() => req.destroy(new Error(`timed out after ${opts.timeoutMs} ms`)), opts.timeoutMs);
+    const timer = setTimeout(() => req.destroy(new Error(opts.timeoutMessage ?? `timed out after ${opts.timeoutMs} ms`)), opts.timeoutMs);
     timer.unref();
     req.on('error', (err) => {
       clearTimeout(timer);
@@ -156,7 +157,12 @@ export async function probeSigner(signer: Signer, probe: { repository: string; d
         timer.unref();
       }),
     ]).finally(() => clearTimeout(timer));
-    const status = await httpStatus(signed.url, { headers: { range: 'bytes=0-0' }, timeoutMs: Math.max(1, deadline - Date.now()) });
+    // One budget for signing and fetching: the fetch gets what is left, the message names the whole.
+    const status = await httpStatus(signed.url, {
+      headers: { range: 'bytes=0-0' },
+      timeoutMs: Math.max(1, deadline - Date.now()),
+      timeoutMessage: `timed out after ${timeoutMs} ms`,
+    });
     if (status >= 200 && status < 300) return { ok: true, status, ms: ms() };
     return { ok: false, status, error: `storage answered ${status}`, ms: ms() };
   } catch (err) {
