@@ -45,6 +45,8 @@ export interface RedirectObserver {
   probe?(signer: string, ok: boolean): void;
   /** A signed-URL cache lookup (wire `cachedSigner`'s `onResult` here). */
   cacheResult?(signer: string, result: CacheResult): void;
+  /** Origin mode: one answered origin request (status 200, 206, 304, 403, 404, 405, 416) and the body bytes sent. */
+  origin?(status: number, bytes: number): void;
 }
 
 /** An observer with every method present (the middleware's internal form). */
@@ -65,6 +67,7 @@ export function completeObserver(observer: RedirectObserver | undefined): Comple
     signerHealth: bind('signerHealth'),
     probe: bind('probe'),
     cacheResult: bind('cacheResult'),
+    origin: bind('origin'),
   };
 }
 
@@ -162,6 +165,17 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
     labelNames: ['signer', 'result'] as const,
     registers,
   });
+  const originResponses = new Counter({
+    name: 'registry_redirect_origin_responses_total',
+    help: 'Origin mode: requests the origin answered, by status (200, 206, 304, 403, 404, 405, 416).',
+    labelNames: ['status'] as const,
+    registers,
+  });
+  const originBytes = new Counter({
+    name: 'registry_redirect_origin_bytes_total',
+    help: 'Origin mode: blob body bytes the origin sent (200 and 206 responses that finished).',
+    registers,
+  });
   const reloads = new Counter({
     name: 'registry_redirect_config_reloads_total',
     help: 'Configuration reloads by result (success, failure).',
@@ -195,6 +209,10 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
     },
     probe: (signer, ok) => probes.inc({ signer, result: ok ? 'ok' : 'error' }),
     cacheResult: (signer, result) => cache.inc({ signer, result }),
+    origin: (status, n) => {
+      originResponses.inc({ status: String(status) });
+      if (Number.isFinite(n) && n > 0) originBytes.inc(n);
+    },
     reloaded: (ok) => {
       reloads.inc({ result: ok ? 'success' : 'failure' });
       if (ok) lastReload.set(Date.now() / 1_000);

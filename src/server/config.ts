@@ -126,10 +126,10 @@ export function buildConfig(raw: unknown): ServerConfig {
     shutdown: ms(t.shutdown, 'shutdown', 10_000),
     headers: ms(t.headers, 'headers', 60_000),
   };
-  const signer = signerFromConfig(file.signer, 'signer', { expiryMs });
+  const signer = signerFromConfig(file.signer, 'signer', { expiryMs, listen });
   let extra: RolloutConfig;
   try {
-    extra = buildRolloutConfig(file, { expiryMs });
+    extra = buildRolloutConfig(file, { expiryMs, listen });
   } catch (err) {
     void signer.close?.();
     throw err;

@@ -5,6 +5,7 @@ import { basename, dirname } from 'node:path';
 import { errorForLog } from '../log.js';
 import type { PrometheusMetrics } from '../metrics.js';
 import type { Logger, RegistryRedirectMiddleware } from '../types.js';
+import { isOriginSigner } from '../signers/origin.js';
 import { loadConfig, type ServerConfig } from './config.js';
 
 /** One configuration in service: its middleware and how many requests it is still answering. */
@@ -86,6 +87,10 @@ export function createHotMiddleware(build: (config: ServerConfig) => RegistryRed
  */
 export type ReloadResult = { ok: true; changed: boolean } | { ok: false; error: string };
 
+function originListens(c: ServerConfig): string {
+  return JSON.stringify([c.signer, ...Object.values(c.signers ?? {})].filter(isOriginSigner).map((s) => s.origin.listen ?? null));
+}
+
 /** Settings a running process cannot change; a reload that changes them warns and keeps them. */
 function restartOnly(a: ServerConfig, b: ServerConfig): string[] {
   const out: string[] = [];
@@ -95,6 +100,7 @@ function restartOnly(a: ServerConfig, b: ServerConfig): string[] {
   if (a.timeouts.headers !== b.timeouts.headers) out.push('timeouts.headers');
   if (a.timeouts.shutdown !== b.timeouts.shutdown) out.push('timeouts.shutdown');
   if (a.reload.watch !== b.reload.watch) out.push('reload.watch');
+  if (originListens(a) !== originListens(b)) out.push('signer.origin.listen');
   return out;
 }
 
