@@ -73,7 +73,7 @@ function parseRange(header: string | undefined, size: number): RangeResult {
     return { kind: 'part', start: Math.max(0, size - suffix), end: size - 1 };
   }
   const start = Number(m[1]);
-  const end = m[2] === '' ? size - 1 : Number(m[2]);
+  const end = m[2] === '' ? Number.MAX_SAFE_INTEGER : Number(m[2]);
   if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || end < start) return { kind: 'all' };
   if (start >= size) return { kind: 'unsatisfiable' };
   return { kind: 'part', start, end: Math.min(end, size - 1) };
