@@ -1,9 +1,13 @@
+import http from 'node:http';
 import { parseArgs } from 'node:util';
 import { RegistryRedirectError } from '../errors.js';
 import { redact, urlForLog } from '../log.js';
 import { isValidDigest, isValidRepositoryName } from '../routes.js';
 import { formatDuration } from '../signers/common.js';
+import { createOriginHandler, sharedHostWarning } from '../origin/server.js';
+import { isOriginSigner, type OriginSigner } from '../signers/origin.js';
 import type { Signer } from '../types.js';
+import { listenOn } from './observability.js';
 import { loadConfig, type ServerConfig } from './config.js';
 
 export const CHECK_USAGE = `Usage: registry-redirect check --config FILE.yaml [--repository R --digest D] [--size N] [--creds USER:PASS]
@@ -92,6 +96,25 @@ async function sizeFromUpstream(config: ServerConfig, opts: CheckOptions, timeou
   return { note: `the upstream answered ${res.status} for this blob` };
 }
 
+/** A loopback origin over the signer's root, for the duration of one check. */
+async function startLocalOrigin(signer: OriginSigner): Promise<{ url: string; close(): Promise<void> }> {
+  const handle = createOriginHandler(signer.origin);
+  const server = http.createServer((req, res) => {
+    if (handle(req, res)) return;
+    res.writeHead(404, { 'Content-Length': '0' });
+    res.end();
+  });
+  const url = await listenOn(server, { host: '127.0.0.1', port: 0 });
+  return {
+    url,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
 /** Signs one URL with `signer` and, with a digest, proves storage serves it. */
 async function checkSigner(signer: Signer, config: ServerConfig, opts: CheckOptions, timeoutMs: number): Promise<Verdict> {
   try {
@@ -112,7 +135,8 @@ async function checkSigner(signer: Signer, config: ServerConfig, opts: CheckOpti
   const valid = `valid ${left >= 60_000 ? formatDuration(Math.round(left / 60_000) * 60_000) : formatDuration(Math.round(left / 1_000) * 1_000)}`;
   const shown = urlForLog(url);
   if (!opts.digest) {
-    return { ok: true, text: `signed GET ${shown} (${valid}); pass --repository and --digest to prove storage accepts it` };
+    const warning = isOriginSigner(signer) ? sharedHostWarning(signer.origin, config.listen) : undefined;
+    return { ok: true, text: `signed GET ${shown} (${valid}); pass --repository and --digest to prove storage accepts it${warning ? `; WARNING: ${warning}` : ''}` };
   }
 
   let expected: { size?: number; note?: string };
@@ -123,10 +147,19 @@ async function checkSigner(signer: Signer, config: ServerConfig, opts: CheckOpti
   }
 
   let res: Response;
+  // Origin mode: this process serves the blob itself, so the signed URL is fetched from a
+  // loopback copy of the origin (same root, key and checks) whether or not a server is running.
+  const local = isOriginSigner(signer) ? await startLocalOrigin(signer) : undefined;
   try {
-    res = await fetchWithTimeout(url, { headers: { range: 'bytes=0-0' } }, timeoutMs);
+    const target = local ? `${local.url}${new URL(url).pathname}${new URL(url).search}` : url;
+    const headers: Record<string, string> = { range: 'bytes=0-0' };
+    if (isOriginSigner(signer) && signer.origin.secretHeader) headers[signer.origin.secretHeader.name] = signer.origin.secretHeader.value;
+    res = await fetchWithTimeout(target, { headers }, timeoutMs);
+    if (local) await res.arrayBuffer().then((body) => (res = new Response(body.byteLength ? body : null, res)));
   } catch (err) {
     return { ok: false, text: `storage unreachable at ${shown}: ${describeError(err)}` };
+  } finally {
+    await local?.close();
   }
   let size: number | undefined;
   const total = /\/(\d+)\s*$/.exec(res.headers.get('content-range') ?? '')?.[1];
@@ -163,7 +196,9 @@ async function checkSigner(signer: Signer, config: ServerConfig, opts: CheckOpti
     return { ok: false, text: `the object at ${shown} is empty, but only the empty blob may be (a deduplicated copy, e.g. zot with dedupe on S3?)` };
   }
   const sizeText = expected.size !== undefined ? `${size} bytes, as the registry says` : `${size} bytes (not compared: ${expected.note})`;
-  return { ok: true, text: `storage accepted the signature: GET ${shown} -> ${res.status}, ${sizeText} (${valid})` };
+  const where = isOriginSigner(signer) ? `the origin (root ${signer.origin.root}) accepted the signature` : 'storage accepted the signature';
+  const warning = isOriginSigner(signer) ? sharedHostWarning(signer.origin, config.listen) : undefined;
+  return { ok: true, text: `${where}: GET ${shown} -> ${res.status}, ${sizeText} (${valid})${warning ? `; WARNING: ${warning}` : ''}` };
 }
 
 /** Runs the checks; `out` receives one line per verdict. Returns the exit code. */

@@ -23,6 +23,8 @@ export interface RunningServer {
   readonly metricsUrl?: string | undefined;
   /** `http://host:port` of each separate origin listener (`signer.origin.listen`). */
   readonly originUrls: readonly string[];
+  /** The separate origin listeners, in the order of {@link originUrls}. */
+  readonly originServers: readonly http.Server[];
   /** The Prometheus metrics, when `metrics:` is configured. */
   readonly metrics?: PrometheusMetrics | undefined;
   /** Reads the config file again and applies it (what SIGHUP does); rejected if invalid or no file. */
@@ -161,6 +163,7 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     url,
     metricsUrl: metricsServer?.url,
     originUrls,
+    originServers: originServers.map((o) => o.server),
     metrics,
     reload: (trigger = 'manual') => (reloader ? reloader.reload(trigger) : Promise.resolve({ ok: false, error: 'no config file to reload' })),
     close() {
