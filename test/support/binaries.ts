@@ -15,6 +15,8 @@ const PACKAGES: Record<string, string> = {
   'docker-registry': 'docker-registry',
   skopeo: 'skopeo',
   wrk: 'wrk',
+  nginx: 'nginx-light',
+  '/usr/sbin/nginx': 'nginx-light',
 };
 
 /**
