@@ -155,6 +155,7 @@ async function checkSigner(signer: Signer, config: ServerConfig, opts: CheckOpti
     const headers: Record<string, string> = { range: 'bytes=0-0' };
     if (isOriginSigner(signer) && signer.origin.secretHeader) headers[signer.origin.secretHeader.name] = signer.origin.secretHeader.value;
     res = await fetchWithTimeout(target, { headers }, timeoutMs);
+    // The loopback origin closes below, before the answer is looked at: keep its (one-byte) body.
     if (local) await res.arrayBuffer().then((body) => (res = new Response(body.byteLength ? body : null, res)));
   } catch (err) {
     return { ok: false, text: `storage unreachable at ${shown}: ${describeError(err)}` };
