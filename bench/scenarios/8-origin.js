@@ -2,6 +2,7 @@
 // both checking the same nginx secure_link token (token: nginx-secure-link), access logs off. A
 // large blob (throughput: nginx uses sendfile, the origin 1 MiB reads from a file handle) and a
 // small one (per-request cost).
+import { Buffer } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
