@@ -64,7 +64,8 @@ export function isSameHostOrSubdomain(location: string, host: string | undefined
   const locationLength = le - ls;
   if (hostLength === 0 || locationLength < hostLength) return false;
   if (locationLength === hostLength) return sameText(location, ls, host, hs, hostLength);
-  // A subdomain: ".<host>" at the end. IP literals have no subdomains.
+  // A subdomain: ".<host>" at the end (Go checks the same way, IPv4 text included); an IPv6
+  // literal has none.
   if (host.charCodeAt(hs) === 0x5b || location.charCodeAt(le - hostLength - 1) !== 0x2e) return false;
   return sameText(location, le - hostLength, host, hs, hostLength);
 }
