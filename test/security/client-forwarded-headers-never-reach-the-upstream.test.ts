@@ -139,7 +139,7 @@ describe.skipIf(!has)('a client\'s forwarding headers never reach the upstream a
     expect(new URL(plain.headers.location!, direct.url).host).toBe(proxyHost);
     expect(plain.headers.location!.startsWith(`http://${proxyHost}/`)).toBe(true);
 
-    for (const headers of [
+    for (const headers of <Array<Record<string, string>>>[
       { 'x-forwarded-host': 'evil.example', 'x-forwarded-proto': 'https', 'x-forwarded-port': '8443' },
       { forwarded: 'host=evil.example;proto=https' },
     ]) {
