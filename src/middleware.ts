@@ -288,7 +288,7 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
         if (!warnedSameHost.has(name)) {
           warnedSameHost.add(name);
           logger.warn(
-            { signer: name, host: req.headers.host },
+            { signer: name, storageHost: new URL(result.url).host, host: req.headers.host },
             'signed URL host is the registry host or a subdomain of it; clients would send their registry credentials there, so blobs are proxied (set allowRedirectToRegistryHost to redirect anyway)',
           );
         }

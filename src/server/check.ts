@@ -122,7 +122,10 @@ async function sizeFromUpstream(config: ServerConfig, opts: CheckOptions, timeou
     const length = contentLength(res);
     return length === undefined ? { note: 'the upstream sent no Content-Length' } : { size: length };
   }
-  if (res.status >= 300 && res.status < 400) return { note: `the upstream answered ${res.status} (it redirects by itself)` };
+  if (res.status >= 300 && res.status < 400) {
+    const hint = config.authorize.acceptUpstreamRedirect ? '' : '; such blobs are not redirected unless authorize.acceptUpstreamRedirect is set';
+    return { note: `the upstream answered ${res.status} (it redirects by itself${hint})` };
+  }
   if (res.status === 401 || res.status === 403) return { note: `the upstream answered ${res.status}; pass --creds USER:PASS or --size N` };
   return { note: `the upstream answered ${res.status} for this blob` };
 }

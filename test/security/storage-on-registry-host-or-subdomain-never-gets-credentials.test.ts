@@ -122,6 +122,21 @@ describe.skipIf(!has)('storage on the registry host or a subdomain never gets th
     expect(res.headers['docker-content-digest']).toBe(digest);
   });
 
+  it('behind a trusted front, its X-Forwarded-Host names the registry too; an untrusted client\'s does not count', async () => {
+    const digest = image.layers[0]!.digest;
+    const headers = { host: 'proxy.internal:8080', 'x-forwarded-host': 'registry.test, proxy.internal', authorization: BASIC };
+    const behindFront = await startProxy({ upstream: registry.url, signer: signer('http://blobs.registry.test'), trustedProxies: ['127.0.0.1/32'] });
+    const trustingOthers = await startProxy({ upstream: registry.url, signer: signer('http://blobs.registry.test'), trustedProxies: ['127.0.0.9/32'] });
+    try {
+      const proxied = await request(`${behindFront.url}/v2/team/app/blobs/${digest}`, { headers });
+      expect(proxied.status).toBe(200);
+      expect(proxied.headers.location).toBeUndefined();
+      expect((await request(`${trustingOthers.url}/v2/team/app/blobs/${digest}`, { headers })).status).toBe(307);
+    } finally {
+      await Promise.all([behindFront.close(), trustingOthers.close()]);
+    }
+  });
+
   it('another host name still gets the 307 to storage, and storage accepts it without credentials', async () => {
     const digest = image.layers[0]!.digest;
     for (const host of ['registry.example', 'other.test', 'xregistry.test', 'blobs.registry.test.example']) {
