@@ -258,5 +258,5 @@ export function sharedHostWarning(origin: Pick<OriginDescriptor, 'baseUrl'>, mai
   const host = new URL(origin.baseUrl).hostname.replace(/^\[|\]$/g, '').toLowerCase();
   const mainHost = main.host.toLowerCase();
   if (host !== mainHost && !host.endsWith(`.${mainHost}`)) return undefined;
-  return `the origin URL ${origin.baseUrl} has the registry's host name ${main.host}: Go clients (podman, skopeo, containerd) send registry credentials to it. Safe only without registry auth; otherwise give the origin another host name (signer.origin.listen on another address, or baseUrl of a CDN host)`;
+  return `the origin URL ${origin.baseUrl} has the registry's host name ${main.host}: Go clients (podman, skopeo, containerd) would send registry credentials to it, so blob GETs from clients that reach the registry by that name are proxied (same_host), not redirected. Give the origin another host name (signer.origin.listen on another address, or baseUrl of a CDN host)`;
 }

@@ -35,8 +35,13 @@ describe('signer.origin in the server config', () => {
     const logger = recordingLogger();
     const running = await startServer(config({}, `127.0.0.1:${port}`), logger);
     try {
-      expect(logger.text()).toMatch(/Go clients \(podman, skopeo, containerd\) send registry credentials to it/);
-      const res = await request(`${running.url}/v2/team/app/blobs/${DIGEST}`, { headers: { Authorization: BASIC } });
+      expect(logger.text()).toMatch(/Go clients \(podman, skopeo, containerd\) would send registry credentials to it/);
+      // A client reaching the registry by the listener's own name: the same-host guard proxies.
+      const same = await request(`${running.url}/v2/team/app/blobs/${DIGEST}`, { headers: { Authorization: BASIC } });
+      expect(same.status).toBe(200);
+      expect(same.body.equals(BLOB)).toBe(true);
+      // Clients that reach the registry by another name (a front, a CDN host) get the 307.
+      const res = await request(`${running.url}/v2/team/app/blobs/${DIGEST}`, { headers: { Authorization: BASIC, Host: 'registry.example.com' } });
       expect(res.status).toBe(307);
       const location = new URL(res.headers.location!);
       expect(location.origin).toBe(running.url);
