@@ -87,8 +87,13 @@ export function createHotMiddleware(build: (config: ServerConfig) => RegistryRed
  */
 export type ReloadResult = { ok: true; changed: boolean } | { ok: false; error: string };
 
-function originListens(c: ServerConfig): string {
-  return JSON.stringify([c.signer, ...Object.values(c.signers ?? {})].filter(isOriginSigner).map((s) => s.origin.listen ?? null));
+/**
+ * Where each origin listens: its own listener, or the main one. A reload cannot move them (the
+ * listeners stay), and new URLs pointing at a listener that does not exist would break every pull,
+ * so such a reload is rejected as a whole rather than applied in part.
+ */
+function originPlacement(c: ServerConfig): string {
+  return JSON.stringify([c.signer, ...Object.values(c.signers ?? {})].filter(isOriginSigner).map((s) => s.origin.listen ?? c.listen));
 }
 
 /** Settings a running process cannot change; a reload that changes them warns and keeps them. */
@@ -100,7 +105,6 @@ function restartOnly(a: ServerConfig, b: ServerConfig): string[] {
   if (a.timeouts.headers !== b.timeouts.headers) out.push('timeouts.headers');
   if (a.timeouts.shutdown !== b.timeouts.shutdown) out.push('timeouts.shutdown');
   if (a.reload.watch !== b.reload.watch) out.push('reload.watch');
-  if (originListens(a) !== originListens(b)) out.push('signer.origin.listen');
   return out;
 }
 
@@ -150,6 +154,10 @@ export function createConfigReloader(opts: ConfigReloaderOptions): ConfigReloade
     try {
       config = loadConfig(path, opts.env ?? process.env);
       const before = hot.current().config;
+      if (originPlacement(before) !== originPlacement(config)) {
+        closeSigners(config);
+        throw new Error('signer.origin: an origin listener (signer.origin.listen, or listen for an origin on the main listener) changed or was added or removed; that needs a restart');
+      }
       const fixed = restartOnly(before, config);
       if (fixed.length) {
         logger.warn({ trigger, settings: fixed }, 'config reload: these settings need a restart; the running values stay');

@@ -90,3 +90,33 @@ describe('signer.origin in the server config', () => {
     expect(() => config({ rootDirectory: '/x' })).toThrow(/rootDirectory/);
   });
 });
+
+describe('signer.origin and live reloads', () => {
+  it('a reload that moves an origin listener is rejected and the running config keeps serving; a new key is applied', async () => {
+    const [port, originPort, otherPort] = await Promise.all([freePort(), freePort('127.0.0.2'), freePort('127.0.0.2')]);
+    const file = join(root, 'reload.yaml');
+    const write = (key: string, listen: number) =>
+      writeFileSync(file, `listen: 127.0.0.1:${port}\nupstream: ${upstream.url}\nsigner:\n  origin:\n    root: ${root}\n    key: ${key}\n    listen: 127.0.0.2:${listen}\nreload: { watch: false }\n`);
+    write(KEY, originPort);
+    const { loadConfig } = await import('../../src/server/config.js');
+    const logger = recordingLogger();
+    const running = await startServer(loadConfig(file), logger, { configPath: file });
+    try {
+      const locate = async () => (await request(`${running.url}/v2/team/app/blobs/${DIGEST}`, { headers: { Authorization: BASIC } })).headers.location!;
+      const first = await locate();
+      write(KEY, otherPort);
+      const moved = await running.reload('test');
+      expect(moved.ok).toBe(false);
+      expect(moved.ok ? '' : moved.error).toMatch(/origin listener .* needs a restart/);
+      expect(await locate()).toBe(first);
+      expect((await request(first)).status).toBe(200);
+      write('another-key-0123456789abcdef', originPort);
+      expect((await running.reload('test')).ok).toBe(true);
+      const second = await locate();
+      expect((await request(second)).status).toBe(200);
+      expect((await request(first)).status).toBe(403);
+    } finally {
+      await running.close();
+    }
+  });
+});
