@@ -13,7 +13,11 @@ export interface PassThroughOptions {
   logger: Logger;
 }
 
-export type PassThrough = (req: IncomingMessage, res: ServerResponse) => void;
+/**
+ * Streams `req` upstream. `onResponse` sees the upstream's response head before it is copied to
+ * the client (push steering edits the upload `Location` there).
+ */
+export type PassThrough = (req: IncomingMessage, res: ServerResponse, onResponse?: (upstreamRes: IncomingMessage) => void) => void;
 
 const TIMEOUT_CODES = new Set(['ETIMEDOUT', 'ESOCKETTIMEDOUT', 'UND_ERR_HEADERS_TIMEOUT']);
 
@@ -26,6 +30,8 @@ const TIMEOUT_CODES = new Set(['ETIMEDOUT', 'ESOCKETTIMEDOUT', 'UND_ERR_HEADERS_
 export function createPassThrough(opts: PassThroughOptions): PassThrough {
   // The proxy request of each client request whose upstream timer fired: its error is a 504.
   const timedOut = new WeakSet<IncomingMessage>();
+  // Per-request response hooks (push steering); most requests have none.
+  const responseHooks = new WeakMap<IncomingMessage, (upstreamRes: IncomingMessage) => void>();
   const proxy = createProxyMiddleware<IncomingMessage, ServerResponse>({
     target: opts.upstream.href,
     changeOrigin: false,
@@ -39,6 +45,10 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
       (proxyServer) => {
         proxyServer.on('proxyReq', (proxyReq, req) => {
           proxyReq.once('timeout', () => timedOut.add(req));
+        });
+        // Emitted before the response head is copied to the client, so a hook may edit headers.
+        proxyServer.on('proxyRes', (proxyRes, req) => {
+          responseHooks.get(req)?.(proxyRes);
         });
         proxyServer.on('error', (err, req, res) => {
           if (!req || !res || !('writeHead' in res)) {
@@ -60,7 +70,8 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
       },
     ],
   });
-  return (req, res) => {
+  return (req, res, onResponse) => {
+    if (onResponse) responseHooks.set(req, onResponse);
     // Failures reach the 'error' listener above; the promise itself never rejects then. `next` is
     // called when hpm declines a request it cannot parse as a URL (e.g. "//" or "/\\"): answer it,
     // or the client would wait forever on a connection no timeout covers.
