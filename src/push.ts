@@ -144,8 +144,12 @@ function parseEndpoint(value: string | URL, key: string): URL {
   if (url.search || url.hash || url.username || url.password) {
     configError(`${key}: write only scheme, host, port and optional path (no query, fragment or credentials)`);
   }
-  url.pathname = url.pathname.replace(/\/+$/, '');
   return url;
+}
+
+/** `scheme://host[:port][/prefix]` without a trailing `/`: what `/v2/...` is appended to. */
+function baseOf(endpoint: URL): string {
+  return `${endpoint.origin}${endpoint.pathname.replace(/\/+$/, '')}`;
 }
 
 const UPLOADS = '/blobs/uploads';
@@ -198,12 +202,12 @@ export function steerLocation(location: string, endpoint: URL, repository: strin
   if (at < 0) return undefined;
   const id = url.pathname.slice(at + marker.length);
   if (!SESSION_ID.test(id)) return undefined;
-  return `${endpoint.origin}${endpoint.pathname}${marker}${id}${url.search}`;
+  return `${baseOf(endpoint)}${marker}${id}${url.search}`;
 }
 
 /** The endpoint as logs show it (it carries no credentials: they are refused at construction). */
 export function endpointForLog(endpoint: URL): string {
-  return `${endpoint.origin}${endpoint.pathname}`;
+  return baseOf(endpoint);
 }
 
 /**
@@ -253,7 +257,7 @@ export function compilePush(
         const q = req.url!.indexOf('?');
         const path = q < 0 ? req.url! : req.url!.slice(0, q);
         res.writeHead(307, {
-          Location: `${endpoint.origin}${endpoint.pathname}${path}${q < 0 ? '' : req.url!.slice(q)}`,
+          Location: `${shownEndpoint}${path}${q < 0 ? '' : req.url!.slice(q)}`,
           'Docker-Distribution-API-Version': 'registry/2.0',
           'Content-Length': '0',
           'Cache-Control': 'no-store',
