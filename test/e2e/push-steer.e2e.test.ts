@@ -19,7 +19,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { loadConfig } from '../../src/server/config.js';
 import { runCheck } from '../../src/server/check.js';
-import { startServer, type RunningServer } from '../../src/server/server.js';
+import { startServer } from '../../src/server/server.js';
 import type { Logger } from '../../src/types.js';
 import { requireBinary } from '../support/binaries.js';
 import { request } from '../support/http.js';
@@ -190,7 +190,7 @@ describe.skipIf(!has)('push steering end to end (distribution 2.8, skopeo, serve
       lines.length = 0;
       await writeFile(configPath, yaml({ endpoint: s3Url }));
       expect(await runCheck({ config: configPath }, (l) => lines.push(l))).toBe(1);
-      expect(lines.at(-1)).toMatch(/^FAIL  push\.endpoint: .* does not speak the registry API/);
+      expect(lines.at(-1)).toMatch(/^FAIL {2}push\.endpoint: .* does not speak the registry API/);
     }, 60_000);
   });
 
