@@ -83,3 +83,18 @@ describe('compilePush: errors name the key and the fix', () => {
     expect(() => buildConfig({ ...base, push: { endpoint: 's3://bucket' } })).toThrow(/^push\.endpoint: protocol s3:/);
   });
 });
+
+describe('README', () => {
+  it('the Push section configs are valid', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const { parse } = await import('yaml');
+    const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8');
+    const section = readme.slice(readme.indexOf('\n## Push\n'), readme.indexOf('\n## Observability\n'));
+    const blocks = [...section.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => parse(m[1]!) as Record<string, unknown>);
+    expect(blocks.length).toBeGreaterThanOrEqual(4);
+    for (const block of blocks) {
+      const config = buildConfig({ upstream: 'http://127.0.0.1:5000', signer: { hmac: { baseUrl: 'https://cdn.example.com', key: 'k', preset: 'cloudflare' } }, ...block });
+      expect(config.push).toBeDefined();
+    }
+  });
+});
