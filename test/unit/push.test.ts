@@ -98,3 +98,12 @@ describe('README', () => {
     }
   });
 });
+
+describe('registryRedirect({ push })', () => {
+  it('is refused in embedded mode, at construction', async () => {
+    const { registryRedirect } = await import('../../src/middleware.js');
+    const signer = { name: 's', sign: () => ({ url: 'https://x.invalid/', expiresAt: 0 }) };
+    expect(() => registryRedirect({ signer, authorize: () => undefined, push: { endpoint: 'http://127.0.0.2:5000' } })).toThrow(/`push` needs `upstream` \(proxy mode\)/);
+    expect(() => registryRedirect({ signer, upstream: 'http://127.0.0.1:5000', push: { endpoint: 'ftp://x' } })).toThrow(/^push\.endpoint: protocol ftp:/);
+  });
+});
