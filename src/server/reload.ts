@@ -7,6 +7,7 @@ import type { PrometheusMetrics } from '../metrics.js';
 import type { Logger, RegistryRedirectMiddleware } from '../types.js';
 import { isOriginSigner } from '../signers/origin.js';
 import { loadConfig, type ServerConfig } from './config.js';
+import { assertWriteEndpoint } from './push-config.js';
 
 /** One configuration in service: its middleware and how many requests it is still answering. */
 interface Generation {
@@ -148,7 +149,7 @@ export function createConfigReloader(opts: ConfigReloaderOptions): ConfigReloade
   };
   let lastHash = fileHash();
 
-  const apply = (trigger: string): ReloadResult => {
+  const apply = async (trigger: string): Promise<ReloadResult> => {
     const hash = fileHash();
     let config: ServerConfig;
     try {
@@ -157,6 +158,15 @@ export function createConfigReloader(opts: ConfigReloaderOptions): ConfigReloade
       if (originPlacement(before) !== originPlacement(config)) {
         closeSigners(config);
         throw new Error('signer.origin: an origin listener (signer.origin.listen, or listen for an origin on the main listener) changed or was added or removed; that needs a restart');
+      }
+      // A new write endpoint is proved a registry before any upload is steered to it.
+      if (config.push && String(config.push.endpoint) !== String(before.push?.endpoint ?? '')) {
+        try {
+          await assertWriteEndpoint(config.push.endpoint, config.timeouts.authorize);
+        } catch (err) {
+          for (const signer of new Set([config.signer, ...Object.values(config.signers)])) void signer.close?.();
+          throw err;
+        }
       }
       const fixed = restartOnly(before, config);
       if (fixed.length) {
