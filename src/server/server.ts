@@ -166,6 +166,7 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     } catch (err) {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
+      for (const o of originServers) await new Promise((resolve) => o.server.close(resolve));
       await metricsServer?.close();
       await hot.close();
       throw err;
