@@ -7,7 +7,7 @@ import type { Logger, Signer } from '../types.js';
 import { withCache } from './cache-config.js';
 import { answerClientError, connectionsCheckInterval } from './client-errors.js';
 import type { ServerConfig } from './config.js';
-import { accessLogger, listenOn, startMetricsServer } from './observability.js';
+import { accessLog, listenOn, startMetricsServer } from './observability.js';
 import { PROBE_HEADER, assertWriteEndpoint } from './push-config.js';
 import { createReadinessHandler } from './readiness.js';
 import { createConfigReloader, createHotMiddleware, type ReloadResult } from './reload.js';
@@ -95,7 +95,9 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
   }
   const readyz = createReadinessHandler({ current: () => ({ upstream: hot.current().config.upstream, health: hot.current().middleware.health }) });
   const metricsPath = config.metrics && !config.metrics.listen ? config.metrics.path : undefined;
-  const logRequest = config.log.requests ? accessLogger(logger) : undefined;
+  // Every response the listeners create writes its access line (see observability.ts).
+  const logged = config.log.requests ? accessLog(logger) : undefined;
+  const responseClass = logged ? { ServerResponse: logged.ServerResponse } : {};
 
   const server = http.createServer(
     {
@@ -104,9 +106,9 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
       requestTimeout: 0,
       connectionsCheckingInterval: connectionsCheckInterval(config.timeouts.headers),
       keepAliveTimeout: 5_000,
+      ...responseClass,
     },
     (req, res) => {
-      logRequest?.(req, res);
       // Lets the push endpoint check recognise this server (see push-config.ts).
       if (req.headers[PROBE_HEADER] !== undefined) res.setHeader(PROBE_HEADER, 'registry-redirect');
       if (req.url === '/healthz' && (req.method === 'GET' || req.method === 'HEAD')) {
@@ -132,8 +134,7 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
   // changes what they serve, not where.
   const originListens = [...new Set(originsOf(config).flatMap((o) => (o.listen === undefined ? [] : [o.listen])))];
   const originServers = originListens.map((listen) => {
-    const s = http.createServer({ headersTimeout: config.timeouts.headers, requestTimeout: 0, keepAliveTimeout: 5_000 }, (req, res) => {
-      logRequest?.(req, res);
+    const s = http.createServer({ headersTimeout: config.timeouts.headers, requestTimeout: 0, keepAliveTimeout: 5_000, ...responseClass }, (req, res) => {
       const origin = originsOf(hot.current().config).find((o) => o.listen === listen);
       if (origin?.handle(req, res)) return;
       const body = '{"errors":[{"code":"BLOB_UNKNOWN","message":"not a blob this origin serves","detail":null}]}';

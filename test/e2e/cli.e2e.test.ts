@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import http from 'node:http';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -143,6 +144,39 @@ describe('registry-redirect CLI', () => {
     expect(res.body.toString()).toBe('{"slow":true}');
     expect(await s.exited).toBe(0);
     await expect(request(`${s.url}/healthz`, { timeoutMs: 1_000 })).rejects.toThrow();
+  });
+
+  it('SIGTERM loses no access-log line: every answered request, and the one in flight, is on stdout', async () => {
+    upstream.override((req, res) => {
+      if (!req.url?.includes('/manifests/slow')) return false;
+      setTimeout(() => {
+        res.writeHead(200, { 'Content-Type': 'application/json' });
+        res.end('{"slow":true}');
+      }, 500);
+      return true;
+    });
+    const s = await startServe(upstream.url, 'timeouts:\n  shutdown: 10s');
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 20 });
+    const path = `/v2/team/app/blobs/${DIGEST}`;
+    const burst = 400;
+    const inflight = request(`${s.url}/v2/team/app/manifests/slow`, { headers: { Authorization: BASIC } });
+    // Lines are written once per event-loop turn: the signal lands right after a burst, while the
+    // last of them may still be waiting to be written.
+    const answers = await Promise.all(Array.from({ length: burst }, (_, i) => request(`${s.url}${path}`, { headers: { Authorization: BASIC, 'X-Request-Id': `burst-${i}` }, agent })));
+    s.child.kill('SIGTERM');
+    agent.destroy();
+    expect(answers.every((r) => r.status === 307)).toBe(true);
+    expect((await inflight).status).toBe(200);
+    expect(await s.exited).toBe(0);
+    const lines = s
+      .stdout()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { msg?: string; req?: { id?: string; path?: string } });
+    const ids = new Set(lines.filter((l) => l.msg === 'request completed' && l.req?.path === path).map((l) => l.req?.id));
+    expect(ids.size).toBe(burst);
+    for (let i = 0; i < burst; i++) expect(ids.has(`burst-${i}`)).toBe(true);
+    expect(lines.some((l) => l.msg === 'request completed' && l.req?.path === '/v2/team/app/manifests/slow')).toBe(true);
   });
 
   it('SIGTERM with a request that outlives timeouts.shutdown: exits anyway (bounded)', async () => {

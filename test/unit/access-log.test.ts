@@ -3,10 +3,10 @@ import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { accessLogger } from '../../src/server/observability.js';
+import { accessLog } from '../../src/server/observability.js';
 
 /** A server whose every request goes through the access logger, then `handler`. */
-async function serve(handler: http.RequestListener) {
+async function serve(handler: http.RequestListener, options: pino.LoggerOptions = {}) {
   const lines: Record<string, unknown>[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {
@@ -14,13 +14,10 @@ async function serve(handler: http.RequestListener) {
       done();
     },
   });
-  const log = accessLogger(pino({ level: 'info', base: { name: 'registry-redirect' } }, sink))!;
-  const server = http.createServer((req, res) => {
-    log(req, res);
-    handler(req, res);
-  });
+  const log = accessLog(pino({ level: 'info', base: { name: 'registry-redirect' }, ...options }, sink))!;
+  const server = http.createServer({ ServerResponse: log.ServerResponse }, handler);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { lines, server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
+  return { lines, log, server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
 }
 
 async function until(check: () => boolean): Promise<void> {
@@ -68,5 +65,57 @@ describe('access log (pino-http format, written directly)', () => {
     req.destroy();
     await until(() => s.lines.length > 0);
     expect(s.lines[0]).toMatchObject({ msg: 'request aborted', req: { path: '/v2/slow' } });
+  });
+
+  it('writes the same line as logger.info would, field for field, and a customised logger the ordinary way', async () => {
+    const handler: http.RequestListener = (_req, res) => {
+      res.writeHead(307, { Location: 'https://storage.example/x' });
+      res.end();
+    };
+    const plain = await serve(handler);
+    server = plain.server;
+    // The generic path: a mixin makes the fast serializer step aside.
+    const mixed = await serve(handler, { mixin: () => ({ extra: 1 }) });
+    try {
+      const headers = { 'X-Request-Id': 'same-1', 'User-Agent': 'quote " and \\ and \u00e9' };
+      await fetch(`${plain.url}/v2/a/blobs/x?q=1`, { redirect: 'manual', headers });
+      await fetch(`${mixed.url}/v2/a/blobs/x?q=1`, { redirect: 'manual', headers });
+      await until(() => plain.lines.length > 0 && mixed.lines.length > 0);
+      const strip = (l: Record<string, unknown>) => ({ ...l, time: 0, responseTime: 0, extra: undefined });
+      expect(typeof plain.lines[0]!.time).toBe('number');
+      expect(mixed.lines[0]!.extra).toBe(1);
+      expect(strip(plain.lines[0]!)).toEqual(strip(mixed.lines[0]!));
+      expect(Object.keys(plain.lines[0]!)).toEqual(Object.keys(mixed.lines[0]!).filter((k) => k !== 'extra'));
+    } finally {
+      await new Promise((r) => mixed.server.close(r));
+    }
+  });
+
+  it('X-Request-Id joins headers set one by one too (pass-through), and an upstream\'s own id is kept', async () => {
+    const s = await serve((req, res) => {
+      res.setHeader('Content-Type', 'text/plain');
+      if (req.url === '/own') res.setHeader('X-Request-Id', 'from-upstream');
+      res.statusCode = 200;
+      res.end('ok');
+    });
+    server = s.server;
+    const a = await fetch(`${s.url}/v2/`, { headers: { 'X-Request-Id': 'given-2' } });
+    expect(a.headers.get('x-request-id')).toBe('given-2');
+    expect(a.headers.get('content-type')).toBe('text/plain');
+    const b = await fetch(`${s.url}/own`, { headers: { 'X-Request-Id': 'given-3' } });
+    expect(b.headers.get('x-request-id')).toBe('from-upstream');
+  });
+
+  it('flush() (called at process exit) writes each waiting line once', async () => {
+    const s = await serve((_req, res) => {
+      res.writeHead(204);
+      res.end();
+    });
+    server = s.server;
+    await fetch(`${s.url}/v2/`);
+    await until(() => s.lines.length > 0);
+    expect(s.lines).toHaveLength(1);
+    s.log.flush();
+    expect(s.lines).toHaveLength(1);
   });
 });
