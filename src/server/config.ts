@@ -21,6 +21,12 @@ const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'
 const fileSchema = z
   .object({
     listen: z.string({ error: 'write host:port, e.g. "0.0.0.0:8080" or "127.0.0.1:15080"' }).optional(),
+    listenBacklog: z
+      .number({ error: 'write the number of connections the kernel may queue before they are accepted, e.g. 4096 (default; Linux caps it at net.core.somaxconn)' })
+      .int({ error: 'write a whole number of connections, e.g. 4096' })
+      .min(1, { error: 'write at least 1, e.g. 4096' })
+      .max(65_535, { error: 'write at most 65535, e.g. 4096' })
+      .optional(),
     upstream: z.string({ error: 'write the upstream registry URL, e.g. "http://127.0.0.1:5000"' }),
     signer: z.unknown().optional(),
     expiry: duration('20m').optional(),
@@ -62,6 +68,12 @@ const fileSchema = z
 /** A validated, ready-to-use server configuration. */
 export interface ServerConfig extends Omit<RolloutConfig, 'metrics'> {
   listen: { host: string; port: number };
+  /**
+   * Connections the kernel queues for the listener before they are accepted (`listen(2)` backlog).
+   * Default {@link DEFAULT_LISTEN_BACKLOG}; Node's own default, 511, overflows under a burst of
+   * about a thousand new connections (SYN retransmits: p99 of a second or more).
+   */
+  listenBacklog: number;
   upstream: URL;
   /** The default signer, wrapped in the signed-URL cache unless `cache.enabled: false`. */
   signer: Signer;
@@ -79,6 +91,9 @@ export interface ServerConfig extends Omit<RolloutConfig, 'metrics'> {
   /** `push:` (upload sessions steered to the write endpoint); undefined -> uploads stream through. */
   push: PushOptions | undefined;
 }
+
+/** Default `listenBacklog` (Linux caps it at `net.core.somaxconn`, 4096 on current kernels). */
+export const DEFAULT_LISTEN_BACKLOG = 4096;
 
 const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
 
@@ -152,6 +167,7 @@ export function buildConfig(raw: unknown): ServerConfig {
     ...extra,
     metrics: extra.metrics && { ...extra.metrics, listen: metricsListen === undefined ? undefined : parseListen(metricsListen, 'metrics.listen') },
     listen,
+    listenBacklog: file.listenBacklog ?? DEFAULT_LISTEN_BACKLOG,
     upstream,
     signer,
     expiryMs,

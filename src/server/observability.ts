@@ -7,11 +7,11 @@ import type { PrometheusMetrics } from '../metrics.js';
 import { pathForLog } from '../proxy.js';
 import type { Logger } from '../types.js';
 
-/** Binds `server` to `listen` and returns its `http://host:port`. */
-export async function listenOn(server: http.Server, listen: { host: string; port: number }): Promise<string> {
+/** Binds `server` to `listen` (with `backlog`, else Node's default) and returns its `http://host:port`. */
+export async function listenOn(server: http.Server, listen: { host: string; port: number }, backlog?: number): Promise<string> {
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(listen.port, listen.host, () => {
+    server.listen({ port: listen.port, host: listen.host, ...(backlog === undefined ? {} : { backlog }) }, () => {
       server.off('error', reject);
       resolve();
     });

@@ -101,6 +101,7 @@ function originPlacement(c: ServerConfig): string {
 function restartOnly(a: ServerConfig, b: ServerConfig): string[] {
   const out: string[] = [];
   if (a.listen.host !== b.listen.host || a.listen.port !== b.listen.port) out.push('listen');
+  if (a.listenBacklog !== b.listenBacklog) out.push('listenBacklog');
   if (JSON.stringify(a.metrics) !== JSON.stringify(b.metrics)) out.push('metrics');
   if (a.log.level !== b.log.level || a.log.requests !== b.log.requests) out.push('log');
   if (a.timeouts.headers !== b.timeouts.headers) out.push('timeouts.headers');
@@ -175,6 +176,7 @@ export function createConfigReloader(opts: ConfigReloaderOptions): ConfigReloade
       hot.swap({
         ...config,
         listen: before.listen,
+        listenBacklog: before.listenBacklog,
         metrics: before.metrics,
         log: before.log,
         reload: before.reload,

@@ -145,13 +145,13 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     return { listen, server: s };
   });
 
-  const url = await listenOn(server, config.listen);
+  const url = await listenOn(server, config.listen, config.listenBacklog);
   let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
   const originUrls: string[] = [];
   try {
     for (const o of originServers) {
       const [, host = '', port = '0'] = /^(.*):(\d+)$/.exec(o.listen) ?? [];
-      originUrls.push(await listenOn(o.server, { host, port: Number(port) }));
+      originUrls.push(await listenOn(o.server, { host, port: Number(port) }, config.listenBacklog));
     }
     metricsServer = metrics && config.metrics?.listen && options.metricsListener !== false ? await startMetricsServer(metrics, config.metrics.listen, config.metrics.path) : undefined;
   } catch (err) {

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -92,6 +93,24 @@ describe('server observability', () => {
       const res = await request(`${other.url}/readyz`);
       expect(res.status).toBe(503);
       expect(JSON.parse(res.body.toString())).toEqual({ ready: false, upstream: 'unreachable', signers: { default: 'healthy' } });
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('listenBacklog reaches listen(2): the kernel reports it as the listening socket\'s queue size', async ({ skip }) => {
+    const other = await startServer(buildConfig({ listen: '127.0.0.1:0', listenBacklog: 1234, upstream: upstream.url, signer: azure('registry'), log: { requests: false } }), pino({ level: 'silent' }));
+    try {
+      const port = new URL(other.url).port;
+      let out: string;
+      try {
+        out = execFileSync('ss', ['-Hltn', `sport = :${port}`], { encoding: 'utf8' });
+      } catch {
+        skip('ss (iproute2) is not installed');
+        return;
+      }
+      // ss -l: Send-Q of a listening socket is its backlog.
+      expect(out.trim().split(/\s+/)[2]).toBe('1234');
     } finally {
       await other.close();
     }

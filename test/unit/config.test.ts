@@ -35,6 +35,7 @@ describe('config', () => {
   it('loads the documented config with ${VAR} from the environment', () => {
     const config = loadConfig(writeTemp(ISSUE_CONFIG), { AZURE_STORAGE_KEY: AZURITE_KEY });
     expect(config.listen).toEqual({ host: '127.0.0.1', port: 15080 });
+    expect(config.listenBacklog).toBe(4096);
     expect(config.upstream.href).toBe('http://127.0.0.1:15000/');
     expect(config.signer.name).toBe('azure');
     expect(config.expiryMs).toBe(20 * 60_000);
@@ -67,6 +68,8 @@ describe('config', () => {
     ['bad upstream URL syntax', { ...base(), upstream: 'localhost:5000' }, /upstream: protocol localhost: is not supported; write an http:\/\/ or https:\/\/ URL/],
     ['unparseable upstream', { ...base(), upstream: 'http//nope' }, /upstream: "http\/\/nope" is not a URL; write e\.g\. "http:\/\/127\.0\.0\.1:5000"/],
     ['bad listen', { ...base(), listen: '127.0.0.1' }, /listen: "127\.0\.0\.1" is not host:port/],
+    ['bad listenBacklog', { ...base(), listenBacklog: 0 }, /listenBacklog: write at least 1/],
+    ['fractional listenBacklog', { ...base(), listenBacklog: 10.5 }, /listenBacklog: write a whole number/],
     ['bad onSignerError', { ...base(), onSignerError: 'retry' }, /onSignerError: write "proxy"/],
     ['bad log level', { ...base(), log: { level: 'loud' } }, /log\.level: write one of trace, debug/],
     ['not a mapping', 'just a string', /config: the file must be a YAML mapping/],
