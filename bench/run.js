@@ -26,6 +26,7 @@ const SCENARIOS = {
   6: () => import('./scenarios/6-signing.js'),
   7: () => import('./scenarios/7-memory.js'),
   8: () => import('./scenarios/8-origin.js'),
+  9: () => import('./scenarios/9-scaling.js'),
 };
 
 const { values } = parseArgs({
