@@ -174,8 +174,13 @@ export interface TokenAuthOptions {
 export interface DecisionCacheOptions {
   /** How long a positive decision is reused, in milliseconds. Default 30 000. `0` disables the cache. */
   ttl?: number;
-  /** Most decisions kept (least recently used are dropped). Default 10 000. */
+  /** Most decisions kept (least recently used are dropped). Default 10 000 (about 0.8 KiB each). */
   maxEntries?: number;
+  /**
+   * Most bytes the kept decisions may hold on the heap (600 bytes per entry plus its key and digest
+   * text), least recently used dropped first. Default 16 MiB. Example `33554432`.
+   */
+  maxBytes?: number;
 }
 
 /** Options of {@link registryRedirect}. */
@@ -192,7 +197,7 @@ export interface RegistryRedirectOptions {
   authorize?: EmbeddedAuthorize;
   /** Proxy mode only: verify registry bearer tokens locally (token mode). Default: off (the upstream's HEAD decides). See {@link TokenAuthOptions}. */
   tokenAuth?: TokenAuthOptions;
-  /** Proxy mode: reuse authorization decisions for a short time. Default `{ ttl: 30000, maxEntries: 10000 }`; `false` or `{ ttl: 0 }` disables. See {@link DecisionCacheOptions}. */
+  /** Proxy mode: reuse authorization decisions for a short time. Default `{ ttl: 30000, maxEntries: 10000, maxBytes: 16777216 }`; `false` or `{ ttl: 0 }` disables. See {@link DecisionCacheOptions}. */
   decisionCache?: DecisionCacheOptions | false;
   /**
    * Proxy mode: take a `3xx` on the authorizing HEAD as "authorized and present". Default `false`:

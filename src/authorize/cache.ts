@@ -6,8 +6,21 @@ import type { BlobTarget, DecisionCacheOptions } from '../types.js';
 
 /** Positive decisions live this long by default (milliseconds). */
 export const DEFAULT_DECISION_TTL_MS = 30_000;
-/** Default bound on cached decisions (each entry is well under 1 KiB). */
+/** Default bound on cached decisions (about 0.8 KiB each, see {@link decisionEntryBytes}). */
 export const DEFAULT_DECISION_MAX_ENTRIES = 10_000;
+/** Default bound on the bytes the cached decisions hold (as {@link decisionEntryBytes} counts them). */
+export const DEFAULT_DECISION_MAX_BYTES = 16 * 2 ** 20;
+
+/**
+ * What one cached decision holds on the V8 heap, for the byte bound: a fixed part (the entry and
+ * verdict objects, the cache's slots and hash table, the key's string headers), measured at about
+ * 600 bytes with Node 24, plus the key and the stored digest, one byte per character (both are
+ * ASCII). Measured total for a credential-keyed entry (SHA-256 hex + repository + sha256 digest):
+ * about 770 bytes (heap after GC, 100,000 entries against none).
+ */
+export function decisionEntryBytes(key: string, digest: string | undefined): number {
+  return 600 + key.length + (digest?.length ?? 0);
+}
 /**
  * Negative answers (404, and 401/403 when the key includes the credential) are kept at most this
  * long: enough to absorb a burst of retries, short enough that a blob pushed a moment later, or a
@@ -40,6 +53,7 @@ export interface DecisionCache<V> {
 export interface ResolvedDecisionCacheOptions {
   ttl: number;
   maxEntries: number;
+  maxBytes: number;
 }
 
 interface Entry<V> {
@@ -49,25 +63,29 @@ interface Entry<V> {
 
 /** Validates the public `decisionCache` option and fills in defaults. Throws CONFIG_INVALID naming the key. */
 export function resolveDecisionCacheOptions(options: DecisionCacheOptions | false | undefined, key = 'decisionCache'): ResolvedDecisionCacheOptions {
-  if (options === false) return { ttl: 0, maxEntries: DEFAULT_DECISION_MAX_ENTRIES };
-  if (options === undefined) return { ttl: DEFAULT_DECISION_TTL_MS, maxEntries: DEFAULT_DECISION_MAX_ENTRIES };
+  if (options === false) return { ttl: 0, maxEntries: DEFAULT_DECISION_MAX_ENTRIES, maxBytes: DEFAULT_DECISION_MAX_BYTES };
+  if (options === undefined) return { ttl: DEFAULT_DECISION_TTL_MS, maxEntries: DEFAULT_DECISION_MAX_ENTRIES, maxBytes: DEFAULT_DECISION_MAX_BYTES };
   if (options === null || typeof options !== 'object') {
     throw new RegistryRedirectError('CONFIG_INVALID', `${key}: write an object such as { ttl: 30000, maxEntries: 10000 }, or false to disable the cache`);
   }
   for (const k of Object.keys(options)) {
-    if (k !== 'ttl' && k !== 'maxEntries') {
-      throw new RegistryRedirectError('CONFIG_INVALID', `${key}.${k}: unknown option; known: ttl (milliseconds, 0 disables), maxEntries`);
+    if (k !== 'ttl' && k !== 'maxEntries' && k !== 'maxBytes') {
+      throw new RegistryRedirectError('CONFIG_INVALID', `${key}.${k}: unknown option; known: ttl (milliseconds, 0 disables), maxEntries, maxBytes`);
     }
   }
   const ttl = options.ttl ?? DEFAULT_DECISION_TTL_MS;
   const maxEntries = options.maxEntries ?? DEFAULT_DECISION_MAX_ENTRIES;
+  const maxBytes = options.maxBytes ?? DEFAULT_DECISION_MAX_BYTES;
   if (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl < 0) {
     throw new RegistryRedirectError('CONFIG_INVALID', `${key}.ttl: ${JSON.stringify(ttl)} is not a duration; write milliseconds >= 0, e.g. 30000 (0 disables the cache)`);
   }
   if (typeof maxEntries !== 'number' || !Number.isSafeInteger(maxEntries) || maxEntries < 1) {
     throw new RegistryRedirectError('CONFIG_INVALID', `${key}.maxEntries: ${JSON.stringify(maxEntries)} is not a positive integer; write e.g. 10000`);
   }
-  return { ttl, maxEntries };
+  if (typeof maxBytes !== 'number' || !Number.isSafeInteger(maxBytes) || maxBytes < 4096) {
+    throw new RegistryRedirectError('CONFIG_INVALID', `${key}.maxBytes: ${JSON.stringify(maxBytes)} is not a byte count of at least 4096; write e.g. 16777216 (16 MiB, about 20,000 decisions)`);
+  }
+  return { ttl, maxEntries, maxBytes };
 }
 
 /**
@@ -77,12 +95,21 @@ export function resolveDecisionCacheOptions(options: DecisionCacheOptions | fals
  * request asks the upstream itself, nothing is shared).
  */
 export function createDecisionCache<V extends object>(
-  options: ResolvedDecisionCacheOptions & { ttlOf: (value: V, ttl: number) => number; now?: () => number },
+  options: Omit<ResolvedDecisionCacheOptions, 'maxBytes'> & { maxBytes?: number; ttlOf: (value: V, ttl: number) => number; now?: () => number },
 ): DecisionCache<V> | undefined {
   if (options.ttl <= 0) return undefined;
   const now = options.now ?? Date.now;
   const { ttl, ttlOf } = options;
-  const entries = new LRUCache<string, Entry<V>>({ max: options.maxEntries });
+  // Bounded twice: by count, and by the bytes the entries hold (long repository names or a long
+  // credential key must not multiply the memory a count alone allows). Sized on insert only.
+  const entries = new LRUCache<string, Entry<V>>({
+    max: options.maxEntries,
+    maxSize: options.maxBytes ?? DEFAULT_DECISION_MAX_BYTES,
+    sizeCalculation: (entry, key) => {
+      const digest = (entry.value as { digest?: unknown }).digest;
+      return decisionEntryBytes(key, typeof digest === 'string' ? digest : undefined);
+    },
+  });
   const inFlight = new Map<string, Promise<V>>();
   // Loads that a `forget` overtook: what they learnt predates the change, so it is not kept.
   const overtaken = new WeakSet<Promise<V>>();

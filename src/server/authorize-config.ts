@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { DEFAULT_DECISION_MAX_ENTRIES, DEFAULT_DECISION_TTL_MS, resolveDecisionCacheOptions } from '../authorize/cache.js';
+import { DEFAULT_DECISION_MAX_BYTES, DEFAULT_DECISION_MAX_ENTRIES, DEFAULT_DECISION_TTL_MS, resolveDecisionCacheOptions } from '../authorize/cache.js';
 import { createTokenVerifier } from '../authorize/token.js';
 import { TOKEN_ALGORITHMS } from '../authorize/token-keys.js';
 import { parseDuration } from '../duration.js';
@@ -46,6 +46,7 @@ const cacheBlock = z
   .object({
     ttl: duration('30s').optional(),
     maxEntries: z.number({ error: 'write a positive integer, e.g. 10000' }).optional(),
+    maxBytes: z.number({ error: 'write a number of bytes, e.g. 16777216 (16 MiB)' }).optional(),
   })
   .strict();
 
@@ -86,6 +87,7 @@ export function authorizeFromConfig(raw: unknown, prefix = 'authorize'): Authori
   const cache = {
     ttl: block.cache?.ttl === undefined ? DEFAULT_DECISION_TTL_MS : durationOrZero(block.cache.ttl, `${prefix}.cache.ttl`),
     maxEntries: block.cache?.maxEntries ?? DEFAULT_DECISION_MAX_ENTRIES,
+    maxBytes: block.cache?.maxBytes ?? DEFAULT_DECISION_MAX_BYTES,
   };
   resolveDecisionCacheOptions(cache, `${prefix}.cache`);
   const acceptUpstreamRedirect = block.acceptUpstreamRedirect ?? false;

@@ -9,6 +9,7 @@ export const cacheBlock = z
   .object({
     enabled: z.boolean({ error: 'write true (default) or false' }).optional(),
     maxEntries: z.number({ error: 'write a whole number of URLs, e.g. 10000' }).int({ error: 'write a whole number of URLs, e.g. 10000' }).positive({ error: 'write at least 1' }).optional(),
+    maxBytes: z.number({ error: 'write a number of bytes, e.g. 16777216 (16 MiB)' }).int({ error: 'write a whole number of bytes, e.g. 16777216' }).min(4096, { error: 'write at least 4096 bytes, e.g. 16777216 (16 MiB)' }).optional(),
     refreshFraction: z.number({ error: 'write a fraction from 0 up to (not including) 1, e.g. 0.5' }).min(0, { error: 'write a fraction from 0 up to (not including) 1, e.g. 0.5' }).lt(1, { error: 'write a fraction below 1 (1 would re-sign every request; set enabled: false instead)' }).optional(),
     minRemaining: z.union([z.string(), z.number()], { error: 'write a duration, e.g. "1m"' }).optional(),
   })
@@ -18,6 +19,7 @@ export const cacheBlock = z
 export interface CacheConfig {
   enabled: boolean;
   maxEntries: number;
+  maxBytes: number;
   refreshFraction: number;
   minRemainingMs: number;
 }
@@ -29,6 +31,7 @@ export function buildCacheConfig(block: z.output<typeof cacheBlock> | undefined,
   const config: CacheConfig = {
     enabled: b.enabled ?? true,
     maxEntries: b.maxEntries ?? CACHE_DEFAULTS.maxEntries,
+    maxBytes: b.maxBytes ?? CACHE_DEFAULTS.maxBytes,
     refreshFraction: b.refreshFraction ?? CACHE_DEFAULTS.refreshFraction,
     minRemainingMs,
   };
@@ -45,6 +48,7 @@ export function withCache(signer: Signer, config: CacheConfig, onResult?: (resul
   if (!config.enabled) return signer;
   return cachedSigner(signer, {
     maxEntries: config.maxEntries,
+    maxBytes: config.maxBytes,
     refreshFraction: config.refreshFraction,
     minRemainingMs: config.minRemainingMs,
     ...(onResult ? { onResult } : {}),

@@ -47,20 +47,21 @@ describe('authorize: config block', () => {
     expect(config.authorize.mode).toBe('token');
     expect(config.authorize.tokenAuth).toMatchObject({ issuer: 'my-issuer', service: 'my-registry', realm: 'https://auth.example.com/token', algorithms: ['RS256'] });
     expect(config.authorize.tokenAuth?.publicKeys?.[0]).toContain('-----BEGIN PUBLIC KEY-----');
-    expect(config.authorize.cache).toEqual({ ttl: 30_000, maxEntries: 10_000 });
+    expect(config.authorize.cache).toEqual({ ttl: 30_000, maxEntries: 10_000, maxBytes: 16_777_216 });
   });
 
   it('defaults to upstream mode with the 30 s decision cache', () => {
     const config = buildConfig(base());
-    expect(config.authorize).toEqual({ mode: 'upstream', cache: { ttl: 30_000, maxEntries: 10_000 }, acceptUpstreamRedirect: false });
+    expect(config.authorize).toEqual({ mode: 'upstream', cache: { ttl: 30_000, maxEntries: 10_000, maxBytes: 16_777_216 }, acceptUpstreamRedirect: false });
   });
 
   it.each([
-    [{ ttl: '5s', maxEntries: 500 }, { ttl: 5_000, maxEntries: 500 }],
-    [{ ttl: 0 }, { ttl: 0, maxEntries: 10_000 }],
-    [{ ttl: '0s' }, { ttl: 0, maxEntries: 10_000 }],
-    [{ ttl: '0' }, { ttl: 0, maxEntries: 10_000 }],
-    [{ ttl: '500ms' }, { ttl: 500, maxEntries: 10_000 }],
+    [{ ttl: '5s', maxEntries: 500 }, { ttl: 5_000, maxEntries: 500, maxBytes: 16_777_216 }],
+    [{ maxBytes: 1_048_576 }, { ttl: 30_000, maxEntries: 10_000, maxBytes: 1_048_576 }],
+    [{ ttl: 0 }, { ttl: 0, maxEntries: 10_000, maxBytes: 16_777_216 }],
+    [{ ttl: '0s' }, { ttl: 0, maxEntries: 10_000, maxBytes: 16_777_216 }],
+    [{ ttl: '0' }, { ttl: 0, maxEntries: 10_000, maxBytes: 16_777_216 }],
+    [{ ttl: '500ms' }, { ttl: 500, maxEntries: 10_000, maxBytes: 16_777_216 }],
   ])('cache %j -> %j', (cache, expected) => {
     expect(buildConfig({ ...base(), authorize: { cache } }).authorize.cache).toEqual(expected);
   });

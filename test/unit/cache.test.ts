@@ -130,6 +130,16 @@ describe('cachedSigner: hit, miss, refresh on a fake clock', () => {
     expect(calls.map((c) => c.digest)).toEqual([digest(1), digest(2), digest(3), digest(2)]);
   });
 
+  it('is bounded by bytes too: long URLs hold fewer entries than maxEntries allows', () => {
+    // Each entry counts 500 bytes plus its key and URL (about 100 + 90 characters here).
+    const { calls, sign } = setup({ maxEntries: 1_000, maxBytes: 4096 });
+    for (let i = 1; i <= 20; i++) sign(req(i));
+    sign(req(20));
+    expect(calls).toHaveLength(20);
+    sign(req(1));
+    expect(calls).toHaveLength(21);
+  });
+
   it('stays synchronous for a synchronous signer (no promise on the hot path)', () => {
     const { sign } = setup();
     const miss = sign();
@@ -222,6 +232,7 @@ describe('cachedSigner: concurrency and failures', () => {
   it.each([
     [{ maxEntries: 0 }, /cache\.maxEntries: write a whole number of URLs to keep, at least 1/],
     [{ maxEntries: 1.5 }, /cache\.maxEntries/],
+    [{ maxBytes: 1000 }, /cache\.maxBytes: write a number of bytes, at least 4096/],
     [{ refreshFraction: 1 }, /cache\.refreshFraction: write a fraction from 0 up to \(not including\) 1/],
     [{ refreshFraction: -0.1 }, /cache\.refreshFraction/],
     [{ minRemainingMs: -1 }, /cache\.minRemaining: write a duration/],

@@ -111,6 +111,24 @@ describe('decision cache', () => {
     expect(reloaded).toBe(1);
   });
 
+  it('is bounded by bytes too: long keys hold fewer entries than maxEntries allows', async () => {
+    // Each entry counts 600 bytes plus its key and digest: with 4,096 bytes about four 300-character keys fit.
+    const cache = createDecisionCache<UpstreamVerdict>({ ttl: 30_000, maxEntries: 1_000, maxBytes: 4096, ttlOf })!;
+    for (let i = 0; i < 20; i++) await cache.get(`${'k'.repeat(300)}${i}`, async () => YES);
+    expect(cache.size).toBeGreaterThan(0);
+    expect(cache.size).toBeLessThanOrEqual(Math.floor(4096 / (600 + 302 + DIGEST.length)));
+    let reloaded = 0;
+    await cache.get(`${'k'.repeat(300)}19`, async () => (reloaded++, YES));
+    await cache.get(`${'k'.repeat(300)}0`, async () => (reloaded++, YES));
+    expect(reloaded).toBe(1);
+  });
+
+  it('maxBytes is validated: at least 4096, a whole number', () => {
+    expect(resolveDecisionCacheOptions(undefined).maxBytes).toBe(16 * 2 ** 20);
+    expect(() => resolveDecisionCacheOptions({ maxBytes: 100 })).toThrow(/decisionCache\.maxBytes: 100 is not a byte count of at least 4096/);
+    expect(() => resolveDecisionCacheOptions({ maxBytes: 5000.5 })).toThrow(/decisionCache\.maxBytes/);
+  });
+
   it('ttl 0 disables the cache entirely', () => {
     expect(createDecisionCache<UpstreamVerdict>({ ttl: 0, maxEntries: 10, ttlOf })).toBeUndefined();
   });
@@ -148,8 +166,8 @@ describe('decision cache keys never hold a credential', () => {
 });
 
 describe('resolveDecisionCacheOptions', () => {
-  it('defaults to 30 s and 10 000 entries; false and ttl 0 disable', () => {
-    expect(resolveDecisionCacheOptions(undefined)).toEqual({ ttl: 30_000, maxEntries: 10_000 });
+  it('defaults to 30 s and 10 000 entries, 16 MiB; false and ttl 0 disable', () => {
+    expect(resolveDecisionCacheOptions(undefined)).toEqual({ ttl: 30_000, maxEntries: 10_000, maxBytes: 16_777_216 });
     expect(resolveDecisionCacheOptions(false).ttl).toBe(0);
     expect(resolveDecisionCacheOptions({ ttl: 0 }).ttl).toBe(0);
   });

@@ -92,7 +92,7 @@ describe('cache block', () => {
 
   it('is on by default: serve reuses signed URLs (the server wraps each signer with withCache)', () => {
     const config = buildConfig(base);
-    expect(config.cache).toEqual({ enabled: true, maxEntries: 10_000, refreshFraction: 0.5, minRemainingMs: 60_000 });
+    expect(config.cache).toEqual({ enabled: true, maxEntries: 10_000, maxBytes: 16_777_216, refreshFraction: 0.5, minRemainingMs: 60_000 });
     const signer = withCache(config.signer, config.cache);
     const a = signer.sign(req);
     expect(signer.sign(req)).toBe(a);
@@ -100,7 +100,7 @@ describe('cache block', () => {
 
   it('takes maxEntries, refreshFraction, minRemaining', () => {
     const config = buildConfig({ ...base, cache: { maxEntries: 50_000, refreshFraction: 0.25, minRemaining: '5m' } });
-    expect(config.cache).toEqual({ enabled: true, maxEntries: 50_000, refreshFraction: 0.25, minRemainingMs: 300_000 });
+    expect(config.cache).toEqual({ enabled: true, maxEntries: 50_000, maxBytes: 16_777_216, refreshFraction: 0.25, minRemainingMs: 300_000 });
   });
 
   it('enabled: false signs every request', () => {
