@@ -36,6 +36,7 @@ export type {
   BlobLayout,
   BlobTarget,
   DecisionCacheOptions,
+  Limits,
   EmbeddedAuthorize,
   EmbeddedGrant,
   Logger,

@@ -1,10 +1,10 @@
-import http from 'node:http';
-import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createEmbeddedAuthorizer } from './authorize/embedded.js';
 import { createProxyAuthorizer } from './authorize/proxy.js';
 import type { AuthOutcome, Authorizer, Grant } from './authorize/types.js';
+import { createClientIpResolver } from './client-ip.js';
 import { RegistryRedirectError, sendOciError } from './errors.js';
+import { createUploadLimiter, createUpstreamPools, isUpload, resolveLimits } from './limits.js';
 import { errorForLog, silentLogger } from './log.js';
 import { countProxiedBytes, type FallbackReason } from './metrics.js';
 import { createPassThrough, pathForLog } from './proxy.js';
@@ -29,7 +29,7 @@ function validateOptions(options: RegistryRedirectOptions): void {
   if (options === null || typeof options !== 'object') {
     throw new RegistryRedirectError('CONFIG_INVALID', 'registryRedirect(options): options must be an object');
   }
-  const known = new Set(['upstream', 'signer', 'authorize', 'onSignerError', 'timeouts', 'logger', 'signers', 'rollout', 'trustedProxies', 'metrics', 'health', 'tokenAuth', 'decisionCache']);
+  const known = new Set(['upstream', 'signer', 'authorize', 'onSignerError', 'timeouts', 'logger', 'signers', 'rollout', 'trustedProxies', 'metrics', 'health', 'tokenAuth', 'decisionCache', 'limits']);
   for (const key of Object.keys(options)) {
     if (!known.has(key)) {
       throw new RegistryRedirectError('CONFIG_INVALID', `registryRedirect: unknown option "${key}"; known options are ${[...known].join(', ')}`);
@@ -130,21 +130,37 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
   const routing = createRouting(options, logger);
   const observer = routing.observer;
 
+  const limits = resolveLimits(options.limits);
   const upstream = options.upstream === undefined ? undefined : parseUpstream(options.upstream);
-  const agent = upstream
-    ? new (upstream.protocol === 'https:' ? https.Agent : http.Agent)({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64 })
-    : undefined;
-  const passThrough = upstream && agent ? createPassThrough({ upstream, timeoutMs: timeouts.upstream, agent, logger }) : undefined;
+  // Separate pools: uploads trickling in cannot take the connections that reads and the
+  // authorizing HEADs need, and a hung upstream fills only the probe pool's bounded queue.
+  const pools = upstream ? createUpstreamPools(upstream, limits) : undefined;
+  const passThrough =
+    upstream && pools ? createPassThrough({ upstream, timeoutMs: timeouts.upstream, agent: pools.passThrough, logger, maxConcurrent: limits.upstreamSockets.passThrough }) : undefined;
+  const uploadThrough =
+    upstream && pools ? createPassThrough({ upstream, timeoutMs: timeouts.upstream, agent: pools.uploads, logger, maxConcurrent: limits.upstreamSockets.uploads }) : undefined;
+  const admitUpload = limits.maxUploadsPerClient > 0 ? createUploadLimiter(limits.maxUploadsPerClient, createClientIpResolver(options.trustedProxies)) : undefined;
   const authorize: Authorizer =
-    upstream && agent
-      ? createProxyAuthorizer({ upstream, agent, timeoutMs: timeouts.authorize, logger, tokenAuth: options.tokenAuth, decisionCache: options.decisionCache })
+    upstream && pools
+      ? createProxyAuthorizer({
+          upstream,
+          agent: pools.authorize,
+          timeoutMs: timeouts.authorize,
+          maxPending: limits.maxPendingAuthorizations,
+          logger,
+          tokenAuth: options.tokenAuth,
+          decisionCache: options.decisionCache,
+        })
       : createEmbeddedAuthorizer(options.authorize!);
 
   /** Hand the request on unchanged: to the upstream (proxy mode) or the host app (embedded). */
   function forward(req: IncomingMessage, res: ServerResponse, next: Next | undefined): void {
-    if (passThrough) passThrough(req, res);
-    else if (next) next();
-    else sendOciError(res, 404, 'DENIED', 'not handled');
+    if (passThrough && uploadThrough) {
+      if (!isUpload(req.method)) passThrough(req, res);
+      else if (!admitUpload || admitUpload(req, res)) uploadThrough(req, res);
+    } else if (next) {
+      if (!isUpload(req.method) || !admitUpload || admitUpload(req, res)) next();
+    } else sendOciError(res, 404, 'DENIED', 'not handled');
   }
 
   /**
@@ -268,7 +284,7 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
 
   return Object.assign(middleware, {
     async close(): Promise<void> {
-      agent?.destroy();
+      pools?.destroy();
       await routing.close();
     },
     health: routing.health,

@@ -2,15 +2,35 @@ import type http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createProxyMiddleware } from 'http-proxy-middleware';
 import { sendOciError } from './errors.js';
+import { createSlotQueue } from './limits.js';
 import { errorForLog } from './log.js';
 import type { Logger } from './types.js';
 
 export interface PassThroughOptions {
   upstream: URL;
-  /** Upstream response headers must arrive within this many milliseconds, else 504. */
+  /**
+   * Upstream response headers must arrive within this many milliseconds of the request reaching
+   * this function (waiting for a slot or a connection included), else 504. For a request with a
+   * body the deadline ends once its upstream connection is open (the body may take long); after
+   * that, and while responses stream, the bound is on inactivity.
+   */
   timeoutMs: number;
   agent: http.Agent;
   logger: Logger;
+  /** Requests streaming through at once; more wait in order for a slot until their deadline. Default: no bound. */
+  maxConcurrent?: number | undefined;
+}
+
+/** One request's deadline: armed when it arrives, disarmed by the upstream's response headers. */
+interface Deadline {
+  timer: NodeJS.Timeout | undefined;
+  proxyReq: http.ClientRequest | undefined;
+  expired: boolean;
+}
+
+function hasBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }
 
 export type PassThrough = (req: IncomingMessage, res: ServerResponse) => void;
@@ -26,6 +46,8 @@ const TIMEOUT_CODES = new Set(['ETIMEDOUT', 'ESOCKETTIMEDOUT', 'UND_ERR_HEADERS_
 export function createPassThrough(opts: PassThroughOptions): PassThrough {
   // The proxy request of each client request whose upstream timer fired: its error is a 504.
   const timedOut = new WeakSet<IncomingMessage>();
+  const deadlines = new WeakMap<IncomingMessage, Deadline>();
+  const slots = opts.maxConcurrent === undefined ? undefined : createSlotQueue(opts.maxConcurrent);
   const proxy = createProxyMiddleware<IncomingMessage, ServerResponse>({
     target: opts.upstream.href,
     changeOrigin: false,
@@ -39,6 +61,20 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
       (proxyServer) => {
         proxyServer.on('proxyReq', (proxyReq, req) => {
           proxyReq.once('timeout', () => timedOut.add(req));
+          const deadline = deadlines.get(req);
+          if (deadline === undefined) return;
+          deadline.proxyReq = proxyReq;
+          if (deadline.expired) {
+            timedOut.add(req);
+            proxyReq.destroy();
+          } else if (hasBody(req)) {
+            const socket = proxyReq.socket;
+            if (socket && socket.connecting) socket.once('connect', () => clearTimeout(deadline.timer));
+            else clearTimeout(deadline.timer);
+          }
+        });
+        proxyServer.on('proxyRes', (_proxyRes, req) => {
+          clearTimeout(deadlines.get(req)?.timer);
         });
         proxyServer.on('error', (err, req, res) => {
           if (!req || !res || !('writeHead' in res)) {
@@ -60,13 +96,44 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
       },
     ],
   });
-  return (req, res) => {
+  const start = (req: IncomingMessage, res: ServerResponse): void => {
     // Failures reach the 'error' listener above; the promise itself never rejects then. `next` is
     // called when hpm declines a request it cannot parse as a URL (e.g. "//" or "/\\"): answer it,
     // or the client would wait forever on a connection no timeout covers.
     void proxy(req, res, () => {
       if (!res.headersSent) sendOciError(res, 400, 'UNSUPPORTED', 'request path cannot be parsed', { path: pathForLog(req.url).slice(0, 100) });
     });
+  };
+
+  return (req, res) => {
+    // The request's socket timeout would start only once a connection is assigned; this deadline
+    // starts now, so time spent queued (for a slot or for a connection) counts.
+    const deadline: Deadline = { timer: undefined, proxyReq: undefined, expired: false };
+    deadlines.set(req, deadline);
+    let started = false;
+    let withdraw: (() => void) | undefined;
+    deadline.timer = setTimeout(() => {
+      deadline.expired = true;
+      if (!started) {
+        withdraw?.();
+        opts.logger.warn({ method: req.method, path: pathForLog(req.url) }, 'upstream timed out: no free upstream connection');
+        sendOciError(res, 504, 'UNAVAILABLE', 'upstream registry did not answer in time', { timeoutMs: opts.timeoutMs });
+      } else if (deadline.proxyReq) {
+        timedOut.add(req);
+        deadline.proxyReq.destroy();
+      }
+    }, opts.timeoutMs);
+    res.once('close', () => {
+      clearTimeout(deadline.timer);
+      if (started) slots?.release();
+      else withdraw?.();
+    });
+    const run = (): void => {
+      started = true;
+      start(req, res);
+    };
+    if (slots) withdraw = slots.acquire(run);
+    else run();
   };
 }
 

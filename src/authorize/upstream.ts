@@ -53,9 +53,11 @@ function isRedirect(status: number): boolean {
 
 export interface UpstreamAuthorizerOptions {
   upstream: URL;
-  /** No response headers within this many milliseconds -> UPSTREAM_TIMEOUT. */
+  /** No response headers within this many milliseconds of the probe being issued (waiting for a socket included) -> UPSTREAM_TIMEOUT. */
   timeoutMs: number;
   agent: http.Agent;
+  /** Probes in flight or waiting for a socket beyond which a new one fails at once with AUTHORIZE_QUEUE_FULL. Default: no bound. */
+  maxPending?: number | undefined;
 }
 
 /**
@@ -71,9 +73,25 @@ export function createUpstreamProbe(opts: UpstreamAuthorizerOptions): UpstreamPr
   const port = opts.upstream.port || (opts.upstream.protocol === 'https:' ? 443 : 80);
   const basePath = opts.upstream.pathname.replace(/\/+$/, '');
 
+  const maxPending = opts.maxPending ?? Number.POSITIVE_INFINITY;
+  let pending = 0;
+
   return function authorizeViaUpstream(req: IncomingMessage, target: BlobTarget, path: string): Promise<UpstreamVerdict> {
+    if (pending >= maxPending) {
+      return Promise.reject(new RegistryRedirectError('AUTHORIZE_QUEUE_FULL', `${pending} authorizing HEADs are already pending (limits.maxPendingAuthorizations)`));
+    }
+    pending++;
     return new Promise<UpstreamVerdict>((resolve, reject) => {
       let settled = false;
+      // One timer from now, not the request's socket timeout: that one starts only once the agent
+      // hands out a socket, so a probe queued behind a busy or hung pool would wait unbounded.
+      const timer = setTimeout(() => {
+        if (settled) return;
+        settled = true;
+        pending--;
+        probe.destroy();
+        reject(new RegistryRedirectError('UPSTREAM_TIMEOUT', `upstream did not answer the authorizing HEAD within ${opts.timeoutMs} ms`));
+      }, opts.timeoutMs);
       const probe = request({
         hostname,
         port,
@@ -82,19 +100,21 @@ export function createUpstreamProbe(opts: UpstreamAuthorizerOptions): UpstreamPr
         headers: probeHeaders(req.headers),
         agent: opts.agent,
       });
-      probe.setTimeout(opts.timeoutMs, () => {
-        if (settled) return;
-        settled = true;
-        probe.destroy();
-        reject(new RegistryRedirectError('UPSTREAM_TIMEOUT', `upstream did not answer the authorizing HEAD within ${opts.timeoutMs} ms`));
-      });
       probe.on('error', (err) => {
         if (settled) return;
         settled = true;
+        pending--;
+        clearTimeout(timer);
         reject(new RegistryRedirectError('UPSTREAM_UNREACHABLE', 'upstream registry unreachable', { cause: err }));
       });
       probe.on('response', (res) => {
+        if (settled) {
+          res.resume();
+          return;
+        }
         settled = true;
+        pending--;
+        clearTimeout(timer);
         res.resume();
         const status = res.statusCode ?? 0;
         if ((status >= 200 && status < 300) || isRedirect(status)) {
@@ -111,9 +131,12 @@ export function createUpstreamProbe(opts: UpstreamAuthorizerOptions): UpstreamPr
   };
 }
 
-/** Fails closed when the probe got no answer at all: 504 on timeout, 502 when unreachable. */
+/** Fails closed when the probe got no answer at all: 504 on timeout, 502 when unreachable, 503 when too many are pending. */
 export function answerProbeFailure(res: ServerResponse, err: unknown, timeoutMs: number): void {
-  if (err instanceof RegistryRedirectError && err.code === 'UPSTREAM_TIMEOUT') {
+  if (err instanceof RegistryRedirectError && err.code === 'AUTHORIZE_QUEUE_FULL') {
+    // The queue drains within one authorize timeout at worst.
+    sendOciError(res, 503, 'UNAVAILABLE', 'too many blob requests are waiting for authorization; retry later', null, { 'Retry-After': String(Math.max(1, Math.ceil(timeoutMs / 1_000))) });
+  } else if (err instanceof RegistryRedirectError && err.code === 'UPSTREAM_TIMEOUT') {
     sendOciError(res, 504, 'UNAVAILABLE', 'upstream registry did not answer in time', { timeoutMs });
   } else {
     sendOciError(res, 502, 'UNAVAILABLE', 'upstream registry unreachable');
