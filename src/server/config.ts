@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { parseDuration } from '../duration.js';
 import { RegistryRedirectError } from '../errors.js';
 import { parseUpstream } from '../middleware.js';
+import { resolveLimits, type ResolvedLimits } from '../limits.js';
 import type { Signer } from '../types.js';
 import { buildRolloutConfig, type RolloutConfig } from './rollout-config.js';
 import { authorizeFromConfig, type AuthorizeConfig } from './authorize-config.js';
@@ -32,6 +33,23 @@ const fileSchema = z
         signer: duration('5s').optional(),
         shutdown: duration('10s').optional(),
         headers: duration('60s').optional(),
+        keepAlive: duration('5s').optional(),
+      })
+      .strict()
+      .optional(),
+    limits: z
+      .object({
+        maxConnections: z.number({ error: 'write a whole number of connections, e.g. 4096 (0: no limit)' }).int().min(0).optional(),
+        maxPendingAuthorizations: z.number({ error: 'write a whole number, e.g. 1000' }).optional(),
+        maxUploadsPerClient: z.number({ error: 'write a whole number, e.g. 8 (0: no cap)' }).optional(),
+        upstreamSockets: z
+          .object({
+            authorize: z.number({ error: 'write a whole number, e.g. 128' }).optional(),
+            uploads: z.number({ error: 'write a whole number, e.g. 256' }).optional(),
+            passThrough: z.number({ error: 'write a whole number, e.g. 256' }).optional(),
+          })
+          .strict()
+          .optional(),
       })
       .strict()
       .optional(),
@@ -63,7 +81,12 @@ export interface ServerConfig extends Omit<RolloutConfig, 'metrics'> {
   onSignerError: 'proxy' | 'error';
   /** `authorize:` block: mode (upstream | token), token settings, decision cache. */
   authorize: AuthorizeConfig;
-  timeouts: { authorize: number; upstream: number; signer: number; shutdown: number; headers: number };
+  timeouts: { authorize: number; upstream: number; signer: number; shutdown: number; headers: number; keepAlive: number };
+  /**
+   * `limits:`: the middleware's bounds plus `maxConnections` (per process; `undefined`: derived
+   * from the open-file limit at startup, see connection-limits.ts; `0`: no limit).
+   */
+  limits: ResolvedLimits & { maxConnections: number | undefined };
   log: { level: (typeof LOG_LEVELS)[number]; requests: boolean };
   /** `metrics:`; undefined -> no metrics. `listen` undefined -> served on the main listener at `path`. */
   metrics: { listen: { host: string; port: number } | undefined; path: string; defaultMetrics: boolean } | undefined;
@@ -125,7 +148,10 @@ export function buildConfig(raw: unknown): ServerConfig {
     signer: ms(t.signer, 'signer', 5_000),
     shutdown: ms(t.shutdown, 'shutdown', 10_000),
     headers: ms(t.headers, 'headers', 60_000),
+    keepAlive: ms(t.keepAlive, 'keepAlive', 5_000),
   };
+  const { maxConnections, ...middlewareLimits } = file.limits ?? {};
+  const limits = { ...resolveLimits(middlewareLimits, 'limits'), maxConnections };
   const signer = signerFromConfig(file.signer, 'signer', { expiryMs });
   let extra: RolloutConfig;
   try {
@@ -145,6 +171,7 @@ export function buildConfig(raw: unknown): ServerConfig {
     cache,
     onSignerError: file.onSignerError ?? 'proxy',
     timeouts,
+    limits,
     authorize: authorizeFromConfig(file.authorize),
     log: { level: file.log?.level ?? 'info', requests: file.log?.requests ?? true },
   };

@@ -4,6 +4,7 @@ import { registryRedirect } from '../middleware.js';
 import type { Logger, Signer } from '../types.js';
 import { withCache } from './cache-config.js';
 import { answerClientError, connectionsCheckInterval } from './client-errors.js';
+import { applyMaxConnections } from './connection-limits.js';
 import type { ServerConfig } from './config.js';
 import { accessLogger, listenOn, startMetricsServer } from './observability.js';
 import { createReadinessHandler } from './readiness.js';
@@ -61,6 +62,7 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
         tokenAuth: c.authorize.tokenAuth,
         decisionCache: c.authorize.cache,
         timeouts: { authorize: c.timeouts.authorize, upstream: c.timeouts.upstream, signer: c.timeouts.signer },
+        limits: { maxPendingAuthorizations: c.limits.maxPendingAuthorizations, maxUploadsPerClient: c.limits.maxUploadsPerClient, upstreamSockets: c.limits.upstreamSockets },
         logger,
       }),
     config,
@@ -72,11 +74,12 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
 
   const server = http.createServer(
     {
-      // Slow clients are bounded while sending headers; bodies (multi-GiB layer uploads) are not.
+      // Slow clients are bounded while sending headers (Node counts from the connection's accept,
+      // and from the first byte of each later request); bodies (multi-GiB layer uploads) are not.
       headersTimeout: config.timeouts.headers,
       requestTimeout: 0,
       connectionsCheckingInterval: connectionsCheckInterval(config.timeouts.headers),
-      keepAliveTimeout: 5_000,
+      keepAliveTimeout: config.timeouts.keepAlive,
     },
     (req, res) => {
       logRequest?.(req, res);
@@ -97,6 +100,7 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     },
   );
   server.on('clientError', answerClientError);
+  applyMaxConnections(server, config.limits.maxConnections, logger);
 
   const url = await listenOn(server, config.listen);
   let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
