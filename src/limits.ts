@@ -55,7 +55,7 @@ export function resolveLimits(limits: Limits | undefined, key = 'limits'): Resol
 
 /** The upstream connection pools: probes never wait behind pass-through, reads never behind uploads. */
 export interface UpstreamPools {
-  /** Authorizing HEADs; at most `upstreamSockets.authorize` sockets, the rest wait in the agent. */
+  /** Authorizing HEADs. */
   readonly authorize: http.Agent;
   /** Requests with a body (POST/PATCH/PUT); their number is bounded by the pass-through queue. */
   readonly uploads: http.Agent;
@@ -66,10 +66,10 @@ export interface UpstreamPools {
 
 export function createUpstreamPools(upstream: URL, limits: ResolvedLimits): UpstreamPools {
   const Agent = upstream.protocol === 'https:' ? https.Agent : http.Agent;
-  // Pass-through agents are unbounded: createPassThrough queues in front of them, where a queued
-  // request can still be answered 504 at its deadline (a request queued inside an agent cannot be
-  // withdrawn without opening a connection for it first).
-  const authorize = new Agent({ keepAlive: true, maxSockets: limits.upstreamSockets.authorize, maxFreeSockets: Math.min(64, limits.upstreamSockets.authorize) });
+  // The agents are unbounded: the probe and createPassThrough queue in front of them, where a
+  // request can be withdrawn at its deadline (one queued inside an agent gets a connection opened
+  // for it, and only then can it be dropped).
+  const authorize = new Agent({ keepAlive: true, maxFreeSockets: Math.min(64, limits.upstreamSockets.authorize) });
   const uploads = new Agent({ keepAlive: true, maxFreeSockets: 64 });
   const passThrough = new Agent({ keepAlive: true, maxFreeSockets: 64 });
   return {
@@ -145,6 +145,45 @@ export function createSlotQueue(concurrency: number): SlotQueue {
       return active;
     },
   };
+}
+
+/**
+ * Runs `run` in a slot of `slots`, given what is left of `timeoutMs` (counted from now, the wait
+ * included). A caller still waiting when the time is up is withdrawn and gets `expired()`.
+ */
+export function withSlot<T>(slots: SlotQueue, timeoutMs: number, run: (remainingMs: number) => Promise<T>, expired: () => Error): Promise<T> {
+  const since = performance.now();
+  return new Promise<T>((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined;
+    let started = false;
+    const start = (): void => {
+      started = true;
+      clearTimeout(timer);
+      const left = timeoutMs - (performance.now() - since);
+      if (left < 1) {
+        slots.release();
+        reject(expired());
+        return;
+      }
+      run(left).then(
+        (value) => {
+          slots.release();
+          resolve(value);
+        },
+        (err: unknown) => {
+          slots.release();
+          reject(err);
+        },
+      );
+    };
+    const withdraw = slots.acquire(start);
+    if (!started) {
+      timer = setTimeout(() => {
+        withdraw();
+        reject(expired());
+      }, timeoutMs);
+    }
+  });
 }
 
 /**

@@ -146,6 +146,7 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
           upstream,
           agent: pools.authorize,
           timeoutMs: timeouts.authorize,
+          maxConcurrent: limits.upstreamSockets.authorize,
           maxPending: limits.maxPendingAuthorizations,
           logger,
           tokenAuth: options.tokenAuth,

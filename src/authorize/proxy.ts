@@ -12,6 +12,8 @@ export interface ProxyAuthorizerOptions {
   /** The authorizing HEAD must answer within this many milliseconds. */
   timeoutMs: number;
   logger: Logger;
+  /** Probes in flight at once; more wait in order within their deadline. */
+  maxConcurrent?: number | undefined;
   /** Probes in flight or queued beyond which a blob GET is answered 503 at once. */
   maxPending?: number | undefined;
   tokenAuth?: TokenAuthOptions | undefined;
@@ -24,7 +26,7 @@ export interface ProxyAuthorizerOptions {
  */
 export function createProxyAuthorizer(opts: ProxyAuthorizerOptions): Authorizer {
   const settings = resolveDecisionCacheOptions(opts.decisionCache);
-  const probeOptions = { upstream: opts.upstream, timeoutMs: opts.timeoutMs, agent: opts.agent, maxPending: opts.maxPending };
+  const probeOptions = { upstream: opts.upstream, timeoutMs: opts.timeoutMs, agent: opts.agent, maxConcurrent: opts.maxConcurrent, maxPending: opts.maxPending };
 
   if (opts.tokenAuth === undefined) {
     // Keyed by credential: a 401/403 belongs to that caller, so it may be reused briefly too.

@@ -2,6 +2,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { RegistryRedirectError, sendOciError } from '../errors.js';
+import { createSlotQueue, withSlot } from '../limits.js';
 import { errorForLog } from '../log.js';
 import { isValidDigest } from '../routes.js';
 import type { BlobTarget, Logger } from '../types.js';
@@ -56,7 +57,9 @@ export interface UpstreamAuthorizerOptions {
   /** No response headers within this many milliseconds of the probe being issued (waiting for a socket included) -> UPSTREAM_TIMEOUT. */
   timeoutMs: number;
   agent: http.Agent;
-  /** Probes in flight or waiting for a socket beyond which a new one fails at once with AUTHORIZE_QUEUE_FULL. Default: no bound. */
+  /** Probes in flight at once; more wait in order (within their deadline). Default: no bound. */
+  maxConcurrent?: number | undefined;
+  /** Probes in flight or waiting beyond which a new one fails at once with AUTHORIZE_QUEUE_FULL. Default: no bound. */
   maxPending?: number | undefined;
 }
 
@@ -74,24 +77,22 @@ export function createUpstreamProbe(opts: UpstreamAuthorizerOptions): UpstreamPr
   const basePath = opts.upstream.pathname.replace(/\/+$/, '');
 
   const maxPending = opts.maxPending ?? Number.POSITIVE_INFINITY;
+  const slots = opts.maxConcurrent === undefined ? undefined : createSlotQueue(opts.maxConcurrent);
   let pending = 0;
+  const timedOut = (): RegistryRedirectError =>
+    new RegistryRedirectError('UPSTREAM_TIMEOUT', `upstream did not answer the authorizing HEAD within ${opts.timeoutMs} ms`);
 
-  return function authorizeViaUpstream(req: IncomingMessage, target: BlobTarget, path: string): Promise<UpstreamVerdict> {
-    if (pending >= maxPending) {
-      return Promise.reject(new RegistryRedirectError('AUTHORIZE_QUEUE_FULL', `${pending} authorizing HEADs are already pending (limits.maxPendingAuthorizations)`));
-    }
-    pending++;
+  function send(req: IncomingMessage, target: BlobTarget, path: string, timeoutMs: number): Promise<UpstreamVerdict> {
     return new Promise<UpstreamVerdict>((resolve, reject) => {
       let settled = false;
-      // One timer from now, not the request's socket timeout: that one starts only once the agent
-      // hands out a socket, so a probe queued behind a busy or hung pool would wait unbounded.
+      // A timer of its own, not the request's socket timeout: that one starts only once the socket
+      // is connected, so a connection that never completes would not be bounded.
       const timer = setTimeout(() => {
         if (settled) return;
         settled = true;
-        pending--;
         probe.destroy();
-        reject(new RegistryRedirectError('UPSTREAM_TIMEOUT', `upstream did not answer the authorizing HEAD within ${opts.timeoutMs} ms`));
-      }, opts.timeoutMs);
+        reject(timedOut());
+      }, timeoutMs);
       const probe = request({
         hostname,
         port,
@@ -103,19 +104,14 @@ export function createUpstreamProbe(opts: UpstreamAuthorizerOptions): UpstreamPr
       probe.on('error', (err) => {
         if (settled) return;
         settled = true;
-        pending--;
         clearTimeout(timer);
         reject(new RegistryRedirectError('UPSTREAM_UNREACHABLE', 'upstream registry unreachable', { cause: err }));
       });
       probe.on('response', (res) => {
-        if (settled) {
-          res.resume();
-          return;
-        }
-        settled = true;
-        pending--;
-        clearTimeout(timer);
         res.resume();
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
         const status = res.statusCode ?? 0;
         if ((status >= 200 && status < 300) || isRedirect(status)) {
           const stored = res.headers['docker-content-digest'];
@@ -127,6 +123,19 @@ export function createUpstreamProbe(opts: UpstreamAuthorizerOptions): UpstreamPr
         }
       });
       probe.end();
+    });
+  }
+
+  return function authorizeViaUpstream(req: IncomingMessage, target: BlobTarget, path: string): Promise<UpstreamVerdict> {
+    if (pending >= maxPending) {
+      return Promise.reject(new RegistryRedirectError('AUTHORIZE_QUEUE_FULL', `${pending} authorizing HEADs are already pending (limits.maxPendingAuthorizations)`));
+    }
+    pending++;
+    // Queued here rather than in the agent: a probe withdrawn at its deadline then never opens a
+    // connection, and the deadline counts from now, the wait for a connection included.
+    const verdict = slots ? withSlot(slots, opts.timeoutMs, (ms) => send(req, target, path, ms), timedOut) : send(req, target, path, opts.timeoutMs);
+    return verdict.finally(() => {
+      pending--;
     });
   };
 }
