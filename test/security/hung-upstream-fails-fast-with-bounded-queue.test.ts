@@ -80,105 +80,146 @@ interface Answer {
   elapsedMs: number;
 }
 
-/** One request on its own connection, bounded; elapsed time is measured from the send. */
+/**
+ * One request on its own connection, bounded. Elapsed time is measured from when the server
+ * accepted the connection: a burst larger than the listen backlog has some SYNs retransmitted a
+ * second later by the client's kernel, before the server could have done anything.
+ */
 function get(base: string, path: string, timeoutMs = 8_000): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const started = performance.now();
+    let started = performance.now();
     const req = http.get(`${base}${path}`, { agent: false, timeout: timeoutMs }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => (body += c));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body, elapsedMs: performance.now() - started }));
     });
+    req.on('socket', (socket) => socket.once('connect', () => (started = performance.now())));
     req.on('timeout', () => req.destroy(new Error(`no answer to ${path} within ${timeoutMs} ms`)));
     req.on('error', reject);
   });
 }
 
+const SIGNER = { azure: { account: 'devstoreaccount1', accountKey: AZURITE_ACCOUNT_KEY, container: 'registry', endpoint: 'http://127.0.0.2:10000/devstoreaccount1' } };
+
 const digest = (i: number) => `sha256:${i.toString(16).padStart(64, '0')}`;
 
 let hung: HungUpstream;
 let server: RunningServer;
+/** The same, with every limit at its default. */
+let defaults: RunningServer;
+
+function proxyFor(limits?: Record<string, unknown>): Promise<RunningServer> {
+  return startServer(
+    buildConfig({
+      listen: '127.0.0.1:0',
+      upstream: hung.url,
+      signer: SIGNER,
+      timeouts: { authorize: `${AUTHORIZE_MS}ms`, upstream: `${AUTHORIZE_MS}ms`, shutdown: '1s' },
+      log: { requests: false },
+      ...(limits && { limits }),
+    }),
+    silentLogger,
+  );
+}
 
 beforeAll(async () => {
   hung = await startHungUpstream();
-  const config = buildConfig({
-    listen: '127.0.0.1:0',
-    upstream: hung.url,
-    signer: { azure: { account: 'devstoreaccount1', accountKey: AZURITE_ACCOUNT_KEY, container: 'registry', endpoint: 'http://127.0.0.2:10000/devstoreaccount1' } },
-    timeouts: { authorize: `${AUTHORIZE_MS}ms`, upstream: `${AUTHORIZE_MS}ms`, shutdown: '1s' },
-    limits: { maxPendingAuthorizations: MAX_PENDING, upstreamSockets: { authorize: PROBE_SOCKETS, passThrough: PASS_SOCKETS } },
-    log: { requests: false },
-  });
-  server = await startServer(config, silentLogger);
 });
 
 afterAll(async () => {
   await server?.close();
+  await defaults?.close();
   await hung?.close();
 });
 
-describe('a hung upstream: blob GETs fail fast, with a bounded queue', () => {
-  it(`200 blob GETs at once: ${MAX_PENDING} wait (each 504 within the authorize timeout, socket wait included), the rest get 503 + Retry-After at once`, async () => {
-    hung.accepted = 0;
-    hung.maxOpen = 0;
-    const answers = await Promise.all(Array.from({ length: 200 }, (_, i) => get(server.url, `/v2/team/app/blobs/${digest(i)}`)));
-
-    const refused = answers.filter((a) => a.status === 503);
-    const timedOut = answers.filter((a) => a.status === 504);
-    expect(refused.length + timedOut.length).toBe(200);
-    expect(timedOut.length).toBe(MAX_PENDING);
-    expect(refused.length).toBe(200 - MAX_PENDING);
-
-    for (const a of refused) {
-      // Fast: well before the authorize timeout (on a busy shared machine, still far from it).
-      expect(a.elapsedMs).toBeLessThan(AUTHORIZE_MS * 0.7);
-      expect(a.headers['retry-after']).toBe('1');
-      expect(a.headers.location).toBeUndefined();
-      expect(JSON.parse(a.body)).toMatchObject({ errors: [{ code: 'UNAVAILABLE' }] });
-    }
-    // 50 pending, 16 sockets: 34 of them waited for a socket, and still answered within the timeout.
-    for (const a of timedOut) {
-      expect(a.elapsedMs).toBeGreaterThanOrEqual(AUTHORIZE_MS * 0.9);
-      expect(a.elapsedMs).toBeLessThan(AUTHORIZE_MS * 2.5);
-      expect(a.headers.location).toBeUndefined();
-      expect(JSON.parse(a.body)).toMatchObject({ errors: [{ code: 'UNAVAILABLE' }] });
-    }
-    // The probe pool bounds what the upstream sees at once (+2: closes still on their way), and a
-    // probe withdrawn from the queue opens nothing (far fewer connections than pending probes).
-    expect(hung.maxOpen).toBeLessThanOrEqual(PROBE_SOCKETS + 2);
-    expect(hung.accepted).toBeLessThan(MAX_PENDING);
+describe(`limits set low (maxPendingAuthorizations ${MAX_PENDING}, pools of ${PROBE_SOCKETS})`, () => {
+  beforeAll(async () => {
+    server = await proxyFor({ maxPendingAuthorizations: MAX_PENDING, upstreamSockets: { authorize: PROBE_SOCKETS, passThrough: PASS_SOCKETS } });
   });
 
-  it('once the burst is over the queue is empty: the next blob GET waits its own timeout again (504, not 503)', async () => {
-    const a = await get(server.url, `/v2/team/app/blobs/${digest(1_000)}`);
-    expect(a.status).toBe(504);
-    expect(a.elapsedMs).toBeLessThan(AUTHORIZE_MS * 2.5);
+  describe('a hung upstream: blob GETs fail fast, with a bounded queue', () => {
+    it(`200 blob GETs at once: ${MAX_PENDING} wait (each 504 within the authorize timeout, socket wait included), the rest get 503 + Retry-After at once`, async () => {
+      hung.accepted = 0;
+      hung.maxOpen = 0;
+      const answers = await Promise.all(Array.from({ length: 200 }, (_, i) => get(server.url, `/v2/team/app/blobs/${digest(i)}`)));
+
+      const refused = answers.filter((a) => a.status === 503);
+      const timedOut = answers.filter((a) => a.status === 504);
+      expect(refused.length + timedOut.length).toBe(200);
+      expect(timedOut.length).toBe(MAX_PENDING);
+      expect(refused.length).toBe(200 - MAX_PENDING);
+
+      for (const a of refused) {
+        // Fast: well before the authorize timeout (on a busy shared machine, still far from it).
+        expect(a.elapsedMs).toBeLessThan(AUTHORIZE_MS * 0.7);
+        expect(a.headers['retry-after']).toBe('1');
+        expect(a.headers.location).toBeUndefined();
+        expect(JSON.parse(a.body)).toMatchObject({ errors: [{ code: 'UNAVAILABLE' }] });
+      }
+      // 50 pending, 16 sockets: 34 of them waited for a socket, and still answered within the timeout.
+      for (const a of timedOut) {
+        expect(a.elapsedMs).toBeGreaterThanOrEqual(AUTHORIZE_MS * 0.9);
+        expect(a.elapsedMs).toBeLessThan(AUTHORIZE_MS * 2.5);
+        expect(a.headers.location).toBeUndefined();
+        expect(JSON.parse(a.body)).toMatchObject({ errors: [{ code: 'UNAVAILABLE' }] });
+      }
+      // The probe pool bounds what the upstream sees at once (+2: closes still on their way), and a
+      // probe withdrawn from the queue opens nothing (far fewer connections than pending probes).
+      expect(hung.maxOpen).toBeLessThanOrEqual(PROBE_SOCKETS + 2);
+      expect(hung.accepted).toBeLessThan(MAX_PENDING);
+    });
+
+    it('once the burst is over the queue is empty: the next blob GET waits its own timeout again (504, not 503)', async () => {
+      const a = await get(server.url, `/v2/team/app/blobs/${digest(1_000)}`);
+      expect(a.status).toBe(504);
+      expect(a.elapsedMs).toBeLessThan(AUTHORIZE_MS * 2.5);
+    });
+  });
+
+  describe('a hung upstream: pass-through requests time out from arrival, not from getting a socket', () => {
+    it(`40 manifest GETs with a pool of ${PASS_SOCKETS}: every one 504 within the upstream timeout, at most ${PASS_SOCKETS} upstream connections at once`, async () => {
+      hung.accepted = 0;
+      hung.maxOpen = 0;
+      const answers = await Promise.all(Array.from({ length: 40 }, (_, i) => get(server.url, `/v2/team/app/manifests/t${i}`)));
+      expect(hung.maxOpen).toBeLessThanOrEqual(PASS_SOCKETS + 2);
+      expect(hung.accepted).toBeLessThan(40);
+      for (const a of answers) {
+        expect(a.status).toBe(504);
+        expect(a.elapsedMs).toBeGreaterThanOrEqual(AUTHORIZE_MS * 0.9);
+        expect(a.elapsedMs).toBeLessThan(AUTHORIZE_MS * 2.5);
+        expect(JSON.parse(a.body)).toMatchObject({ errors: [{ code: 'UNAVAILABLE' }] });
+      }
+    });
+
+    it('requests queued for a pass-through socket never reach the upstream after their deadline', async () => {
+      // Everything above has been answered; wait for the timed-out connections to be gone, then make
+      // sure no request left over from the queue opens a connection afterwards.
+      await new Promise((r) => setTimeout(r, 300));
+      const before = hung.accepted;
+      await new Promise((r) => setTimeout(r, 500));
+      expect(hung.accepted).toBe(before);
+      expect(hung.open).toBeLessThanOrEqual(PROBE_SOCKETS + PASS_SOCKETS);
+    });
   });
 });
 
-describe('a hung upstream: pass-through requests time out from arrival, not from getting a socket', () => {
-  it(`40 manifest GETs with a pool of ${PASS_SOCKETS}: every one 504 within the upstream timeout, at most ${PASS_SOCKETS} upstream connections at once`, async () => {
-    hung.accepted = 0;
-    hung.maxOpen = 0;
-    const answers = await Promise.all(Array.from({ length: 40 }, (_, i) => get(server.url, `/v2/team/app/manifests/t${i}`)));
-    expect(hung.maxOpen).toBeLessThanOrEqual(PASS_SOCKETS + 2);
-    expect(hung.accepted).toBeLessThan(40);
-    for (const a of answers) {
-      expect(a.status).toBe(504);
-      expect(a.elapsedMs).toBeGreaterThanOrEqual(AUTHORIZE_MS * 0.9);
-      expect(a.elapsedMs).toBeLessThan(AUTHORIZE_MS * 2.5);
-      expect(JSON.parse(a.body)).toMatchObject({ errors: [{ code: 'UNAVAILABLE' }] });
-    }
+describe('a hung upstream with default limits: more requests than the pools hold still time out once', () => {
+  beforeAll(async () => {
+    defaults = await proxyFor();
   });
 
-  it('requests queued for a pass-through socket never reach the upstream after their deadline', async () => {
-    // Everything above has been answered; wait for the timed-out connections to be gone, then make
-    // sure no request left over from the queue opens a connection afterwards.
-    await new Promise((r) => setTimeout(r, 300));
-    const before = hung.accepted;
-    await new Promise((r) => setTimeout(r, 500));
-    expect(hung.accepted).toBe(before);
-    expect(hung.open).toBeLessThanOrEqual(PROBE_SOCKETS + PASS_SOCKETS);
+  // 600 is more than any default pool (and more than the 256 connections one shared pool had):
+  // requests waiting for a connection must not start their timeout only once they have one.
+  it('600 blob GETs: every one 504 within the authorize timeout', async () => {
+    const answers = await Promise.all(Array.from({ length: 600 }, (_, i) => get(defaults.url, `/v2/team/app/blobs/${digest(10_000 + i)}`)));
+    expect(answers.filter((a) => a.status !== 504).length).toBe(0);
+    expect(Math.max(...answers.map((a) => a.elapsedMs))).toBeLessThan(AUTHORIZE_MS * 1.8);
+  });
+
+  it('600 manifest GETs: every one 504 within the upstream timeout', async () => {
+    const answers = await Promise.all(Array.from({ length: 600 }, (_, i) => get(defaults.url, `/v2/team/app/manifests/d${i}`)));
+    expect(answers.filter((a) => a.status !== 504).length).toBe(0);
+    expect(Math.max(...answers.map((a) => a.elapsedMs))).toBeLessThan(AUTHORIZE_MS * 1.8);
   });
 });
