@@ -194,7 +194,8 @@ export interface DecisionCacheOptions {
 export interface Limits {
   /**
    * Authorizing HEADs in flight or waiting for an upstream connection. A blob GET that would need
-   * one more is answered at once with 503, `Retry-After` and an OCI error body, instead of queueing
+   * one more is answered at once with 503, `Retry-After` (`timeouts.authorize` in seconds, within
+   * which the queue drains at worst) and an OCI error body, instead of queueing
    * behind a slow or hung upstream. Requests sharing one HEAD (decision cache) count once.
    * Default 1000. Example `200`.
    */
