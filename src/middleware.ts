@@ -2,16 +2,18 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createEmbeddedAuthorizer } from './authorize/embedded.js';
 import { createProxyAuthorizer } from './authorize/proxy.js';
 import type { AuthOutcome, Authorizer, Grant } from './authorize/types.js';
-import { createClientIpResolver } from './client-ip.js';
+import { createClientIpResolver, parseCidrList, parseIp } from './client-ip.js';
 import { RegistryRedirectError, sendOciError } from './errors.js';
+import { createForwardedHeaders } from './forwarded.js';
 import { createUploadLimiter, createUpstreamPools, isUpload, resolveLimits } from './limits.js';
 import { errorForLog, silentLogger } from './log.js';
 import { countProxiedBytes, type FallbackReason } from './metrics.js';
 import { createPassThrough, pathForLog } from './proxy.js';
 import { NO_SIGNER, type RolloutDecision } from './rollout.js';
 import { isPromiseLike } from './promise.js';
-import { parseBlobPath } from './routes.js';
+import { parseBlobPath, parseManifestPath } from './routes.js';
 import { createRouting } from './routing.js';
+import { isSameHostOrSubdomain } from './same-host.js';
 import type {
   BlobTarget,
   Logger,
@@ -29,7 +31,24 @@ function validateOptions(options: RegistryRedirectOptions): void {
   if (options === null || typeof options !== 'object') {
     throw new RegistryRedirectError('CONFIG_INVALID', 'registryRedirect(options): options must be an object');
   }
-  const known = new Set(['upstream', 'signer', 'authorize', 'onSignerError', 'timeouts', 'logger', 'signers', 'rollout', 'trustedProxies', 'metrics', 'health', 'tokenAuth', 'decisionCache', 'limits']);
+  const known = new Set([
+    'upstream',
+    'signer',
+    'authorize',
+    'onSignerError',
+    'timeouts',
+    'logger',
+    'signers',
+    'rollout',
+    'trustedProxies',
+    'metrics',
+    'health',
+    'tokenAuth',
+    'decisionCache',
+    'acceptUpstreamRedirect',
+    'allowRedirectToRegistryHost',
+    'limits',
+  ]);
   for (const key of Object.keys(options)) {
     if (!known.has(key)) {
       throw new RegistryRedirectError('CONFIG_INVALID', `registryRedirect: unknown option "${key}"; known options are ${[...known].join(', ')}`);
@@ -49,6 +68,14 @@ function validateOptions(options: RegistryRedirectOptions): void {
   }
   if (options.upstream === undefined && (options.tokenAuth !== undefined || options.decisionCache !== undefined)) {
     throw new RegistryRedirectError('CONFIG_INVALID', 'registryRedirect: `tokenAuth` and `decisionCache` need `upstream` (proxy mode): existence is confirmed by the upstream; in embedded mode your `authorize` hook decides');
+  }
+  for (const key of ['acceptUpstreamRedirect', 'allowRedirectToRegistryHost'] as const) {
+    if (options[key] !== undefined && typeof options[key] !== 'boolean') {
+      throw new RegistryRedirectError('CONFIG_INVALID', `registryRedirect: ${key} must be true or false, got ${JSON.stringify(options[key])}`);
+    }
+  }
+  if (options.upstream === undefined && options.acceptUpstreamRedirect !== undefined) {
+    throw new RegistryRedirectError('CONFIG_INVALID', 'registryRedirect: `acceptUpstreamRedirect` needs `upstream` (proxy mode): it is about the upstream\'s answer to the authorizing HEAD');
   }
   if (options.onSignerError !== undefined && options.onSignerError !== 'proxy' && options.onSignerError !== 'error') {
     throw new RegistryRedirectError('CONFIG_INVALID', `registryRedirect: onSignerError must be "proxy" or "error", got ${JSON.stringify(options.onSignerError)}`);
@@ -88,6 +115,27 @@ function withSignerTimeout(result: Promise<SignedUrl>, ms: number): Promise<Sign
     timer.unref();
   });
   return Promise.race([result, timeout]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * After the upstream accepted a DELETE of a blob or a manifest, drops the cached grants it makes
+ * stale, before the upstream's answer reaches the client (so the client's next GET sees it).
+ * A blob delete drops that blob in that repository, for every caller. A manifest delete drops the
+ * whole repository: which blobs it referenced (and which of them a garbage collection will then
+ * remove) is not known here without reading the manifest, and dropping more is only a few more
+ * HEADs. Both cost one scan of the cache; deletes are rare.
+ */
+function forgetOnDelete(forget: (repository: string, digest?: string) => void): (req: IncomingMessage, status: number) => void {
+  return (req, status) => {
+    if (req.method !== 'DELETE' || status < 200 || status >= 300 || !req.url) return;
+    const blob = parseBlobPath(req.url);
+    if (blob) {
+      forget(blob.repository, blob.digest);
+      return;
+    }
+    const manifest = parseManifestPath(req.url);
+    if (manifest) forget(manifest.repository);
+  };
 }
 
 /** Writes the redirect. `writeHead` with a fixed header set: no Express `res.redirect`. */
@@ -135,12 +183,10 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
   // Separate pools: uploads trickling in cannot take the connections that reads and the
   // authorizing HEADs need, and a hung upstream fills only the probe pool's bounded queue.
   const pools = upstream ? createUpstreamPools(upstream, limits) : undefined;
-  const passThrough =
-    upstream && pools ? createPassThrough({ upstream, timeoutMs: timeouts.upstream, agent: pools.passThrough, logger, maxConcurrent: limits.upstreamSockets.passThrough }) : undefined;
-  const uploadThrough =
-    upstream && pools ? createPassThrough({ upstream, timeoutMs: timeouts.upstream, agent: pools.uploads, logger, maxConcurrent: limits.upstreamSockets.uploads }) : undefined;
-  const admitUpload = limits.maxUploadsPerClient > 0 ? createUploadLimiter(limits.maxUploadsPerClient, createClientIpResolver(options.trustedProxies)) : undefined;
-  const authorize: Authorizer =
+  const trusted = parseCidrList(options.trustedProxies ?? [], 'trustedProxies');
+  const forwarded = createForwardedHeaders(trusted);
+  const allowRegistryHost = options.allowRedirectToRegistryHost === true;
+  const proxyAuthorization =
     upstream && pools
       ? createProxyAuthorizer({
           upstream,
@@ -151,8 +197,37 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
           logger,
           tokenAuth: options.tokenAuth,
           decisionCache: options.decisionCache,
+          forwarded,
+          acceptRedirect: options.acceptUpstreamRedirect,
         })
-      : createEmbeddedAuthorizer(options.authorize!);
+      : undefined;
+  const authorize: Authorizer = proxyAuthorization ? proxyAuthorization.authorize : createEmbeddedAuthorizer(options.authorize!);
+  const onUpstreamResponse = proxyAuthorization && forgetOnDelete(proxyAuthorization.forget);
+  const passThrough =
+    upstream && pools
+      ? createPassThrough({ upstream, timeoutMs: timeouts.upstream, agent: pools.passThrough, maxConcurrent: limits.upstreamSockets.passThrough, logger, forwarded, onUpstreamResponse })
+      : undefined;
+  const uploadThrough =
+    upstream && pools
+      ? createPassThrough({ upstream, timeoutMs: timeouts.upstream, agent: pools.uploads, maxConcurrent: limits.upstreamSockets.uploads, logger, forwarded, onUpstreamResponse })
+      : undefined;
+  const admitUpload = limits.maxUploadsPerClient > 0 ? createUploadLimiter(limits.maxUploadsPerClient, createClientIpResolver(options.trustedProxies)) : undefined;
+  // Signers whose URLs were refused for pointing at the registry's host: warned about once each.
+  const warnedSameHost = new Set<string>();
+
+  /**
+   * Whether the client would send its registry credentials along to `url` (same host name or a
+   * subdomain of the one it asked). A trusted front's `X-Forwarded-Host` names that host too.
+   */
+  function targetsRegistryHost(url: string, req: IncomingMessage): boolean {
+    if (isSameHostOrSubdomain(url, req.headers.host)) return true;
+    const forwardedHost = req.headers['x-forwarded-host'];
+    if (typeof forwardedHost !== 'string' || trusted.size === 0) return false;
+    const peer = req.socket?.remoteAddress;
+    if (!peer || !trusted.has(parseIp(peer))) return false;
+    const comma = forwardedHost.indexOf(',');
+    return isSameHostOrSubdomain(url, (comma < 0 ? forwardedHost : forwardedHost.slice(0, comma)).trim());
+  }
 
   /** Hand the request on unchanged: to the upstream (proxy mode) or the host app (embedded). */
   function forward(req: IncomingMessage, res: ServerResponse, next: Next | undefined): void {
@@ -236,6 +311,20 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
       }
       observer.signed(name, (performance.now() - started) / 1_000, true);
       routing.health.success(name);
+      if (!allowRegistryHost && targetsRegistryHost(result.url, req)) {
+        // Go clients would send the registry's Authorization to this URL: serve the bytes instead.
+        if (!warnedSameHost.has(name)) {
+          warnedSameHost.add(name);
+          logger.warn(
+            { signer: name, storageHost: new URL(result.url).host, host: req.headers.host },
+            'signed URL host is the registry host or a subdomain of it; clients would send their registry credentials there, so blobs are proxied (set allowRedirectToRegistryHost to redirect anyway)',
+          );
+        }
+        observer.fallback(name, 'same_host');
+        observer.decision('proxy', name, 'same_host');
+        forwardBlob(req, res, next);
+        return;
+      }
       if (routing.shadow) {
         // Shadow mode: everything up to the redirect happened (decision, signature); serve the bytes anyway.
         observer.decision('shadow', name, decision.reason);
