@@ -80,21 +80,35 @@ interface Answer {
   elapsedMs: number;
 }
 
+/** When the proxies under test accepted each connection, by the client's port (same process, same clock). */
+const acceptedAt = new Map<number, number>();
+
+function recordAccepts(s: RunningServer): RunningServer {
+  s.server.on('connection', (socket) => {
+    if (socket.remotePort !== undefined) acceptedAt.set(socket.remotePort, performance.now());
+  });
+  return s;
+}
+
 /**
  * One request on its own connection, bounded. Elapsed time is measured from when the server
- * accepted the connection: a burst larger than the listen backlog has some SYNs retransmitted a
- * second later by the client's kernel, before the server could have done anything.
+ * accepted the connection: a burst larger than the listen backlog has some connections wait in the
+ * kernel (a SYN or ACK retransmitted a second later) before the server could have done anything.
  */
 function get(base: string, path: string, timeoutMs = 8_000): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    let started = performance.now();
+    let port = 0;
     const req = http.get(`${base}${path}`, { agent: false, timeout: timeoutMs }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body, elapsedMs: performance.now() - started }));
+      res.on('end', () => {
+        const since = acceptedAt.get(port);
+        if (since === undefined) reject(new Error(`connection from port ${port} was never accepted`));
+        else resolve({ status: res.statusCode ?? 0, headers: res.headers, body, elapsedMs: performance.now() - since });
+      });
     });
-    req.on('socket', (socket) => socket.once('connect', () => (started = performance.now())));
+    req.on('socket', (socket) => socket.once('connect', () => (port = socket.localPort ?? 0)));
     req.on('timeout', () => req.destroy(new Error(`no answer to ${path} within ${timeoutMs} ms`)));
     req.on('error', reject);
   });
@@ -109,8 +123,8 @@ let server: RunningServer;
 /** The same, with every limit at its default. */
 let defaults: RunningServer;
 
-function proxyFor(limits?: Record<string, unknown>): Promise<RunningServer> {
-  return startServer(
+async function proxyFor(limits?: Record<string, unknown>): Promise<RunningServer> {
+  return recordAccepts(await startServer(
     buildConfig({
       listen: '127.0.0.1:0',
       upstream: hung.url,
@@ -120,7 +134,7 @@ function proxyFor(limits?: Record<string, unknown>): Promise<RunningServer> {
       ...(limits && { limits }),
     }),
     silentLogger,
-  );
+  ));
 }
 
 beforeAll(async () => {
@@ -204,6 +218,20 @@ describe(`limits set low (maxPendingAuthorizations ${MAX_PENDING}, pools of ${PR
   });
 });
 
+/**
+ * Every answer came from the first round of timers: with timeouts counted only once a connection is
+ * free, the requests beyond the pool would time out a whole timeout later, in a second wave. The
+ * spread is what is asserted (a CPU-starved test machine delays all of them alike), with a bound.
+ */
+function expectOneWave(answers: Answer[]): void {
+  const elapsed = answers.map((a) => a.elapsedMs);
+  const first = Math.min(...elapsed);
+  const last = Math.max(...elapsed);
+  expect(first).toBeGreaterThanOrEqual(AUTHORIZE_MS * 0.9);
+  expect(last - first).toBeLessThan(AUTHORIZE_MS * 0.7);
+  expect(last).toBeLessThan(AUTHORIZE_MS * 3);
+}
+
 describe('a hung upstream with default limits: more requests than the pools hold still time out once', () => {
   beforeAll(async () => {
     defaults = await proxyFor();
@@ -214,12 +242,12 @@ describe('a hung upstream with default limits: more requests than the pools hold
   it('600 blob GETs: every one 504 within the authorize timeout', async () => {
     const answers = await Promise.all(Array.from({ length: 600 }, (_, i) => get(defaults.url, `/v2/team/app/blobs/${digest(10_000 + i)}`)));
     expect(answers.filter((a) => a.status !== 504).length).toBe(0);
-    expect(Math.max(...answers.map((a) => a.elapsedMs))).toBeLessThan(AUTHORIZE_MS * 1.8);
+    expectOneWave(answers);
   });
 
   it('600 manifest GETs: every one 504 within the upstream timeout', async () => {
     const answers = await Promise.all(Array.from({ length: 600 }, (_, i) => get(defaults.url, `/v2/team/app/manifests/d${i}`)));
     expect(answers.filter((a) => a.status !== 504).length).toBe(0);
-    expect(Math.max(...answers.map((a) => a.elapsedMs))).toBeLessThan(AUTHORIZE_MS * 1.8);
+    expectOneWave(answers);
   });
 });
