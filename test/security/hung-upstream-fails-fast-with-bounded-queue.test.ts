@@ -123,13 +123,13 @@ let server: RunningServer;
 /** The same, with every limit at its default. */
 let defaults: RunningServer;
 
-async function proxyFor(limits?: Record<string, unknown>): Promise<RunningServer> {
+async function proxyFor(limits?: Record<string, unknown>, timeoutMs = AUTHORIZE_MS): Promise<RunningServer> {
   return recordAccepts(await startServer(
     buildConfig({
       listen: '127.0.0.1:0',
       upstream: hung.url,
       signer: SIGNER,
-      timeouts: { authorize: `${AUTHORIZE_MS}ms`, upstream: `${AUTHORIZE_MS}ms`, shutdown: '1s' },
+      timeouts: { authorize: `${timeoutMs}ms`, upstream: `${timeoutMs}ms`, shutdown: '1s' },
       log: { requests: false },
       ...(limits && { limits }),
     }),
@@ -218,6 +218,11 @@ describe(`limits set low (maxPendingAuthorizations ${MAX_PENDING}, pools of ${PR
   });
 });
 
+// Longer than above: with several hundred requests in one process (client and server share its
+// event loop), answering them all takes a while on a starved machine; the gap to a second wave
+// must stay far larger than that.
+const DEFAULTS_TIMEOUT_MS = 3_000;
+
 /**
  * Every answer came from the first round of timers: with timeouts counted only once a connection is
  * free, the requests beyond the pool would time out a whole timeout later, in a second wave. The
@@ -227,26 +232,26 @@ function expectOneWave(answers: Answer[]): void {
   const elapsed = answers.map((a) => a.elapsedMs);
   const first = Math.min(...elapsed);
   const last = Math.max(...elapsed);
-  expect(first).toBeGreaterThanOrEqual(AUTHORIZE_MS * 0.9);
-  expect(last - first).toBeLessThan(AUTHORIZE_MS * 0.7);
-  expect(last).toBeLessThan(AUTHORIZE_MS * 3);
+  expect(first).toBeGreaterThanOrEqual(DEFAULTS_TIMEOUT_MS * 0.9);
+  expect(last - first).toBeLessThan(DEFAULTS_TIMEOUT_MS * 0.6);
+  expect(last).toBeLessThan(DEFAULTS_TIMEOUT_MS * 2);
 }
 
 describe('a hung upstream with default limits: more requests than the pools hold still time out once', () => {
   beforeAll(async () => {
-    defaults = await proxyFor();
+    defaults = await proxyFor(undefined, DEFAULTS_TIMEOUT_MS);
   });
 
-  // 600 is more than any default pool (and more than the 256 connections one shared pool had):
+  // 400 is more than any default pool (and more than the 256 connections one shared pool had):
   // requests waiting for a connection must not start their timeout only once they have one.
-  it('600 blob GETs: every one 504 within the authorize timeout', async () => {
-    const answers = await Promise.all(Array.from({ length: 600 }, (_, i) => get(defaults.url, `/v2/team/app/blobs/${digest(10_000 + i)}`)));
+  it('400 blob GETs: every one 504 within the authorize timeout', async () => {
+    const answers = await Promise.all(Array.from({ length: 400 }, (_, i) => get(defaults.url, `/v2/team/app/blobs/${digest(10_000 + i)}`)));
     expect(answers.filter((a) => a.status !== 504).length).toBe(0);
     expectOneWave(answers);
   });
 
-  it('600 manifest GETs: every one 504 within the upstream timeout', async () => {
-    const answers = await Promise.all(Array.from({ length: 600 }, (_, i) => get(defaults.url, `/v2/team/app/manifests/d${i}`)));
+  it('400 manifest GETs: every one 504 within the upstream timeout', async () => {
+    const answers = await Promise.all(Array.from({ length: 400 }, (_, i) => get(defaults.url, `/v2/team/app/manifests/d${i}`)));
     expect(answers.filter((a) => a.status !== 504).length).toBe(0);
     expectOneWave(answers);
   });
