@@ -9,6 +9,7 @@ import { createUploadLimiter, createUpstreamPools, isUpload, resolveLimits } fro
 import { errorForLog, silentLogger } from './log.js';
 import { countProxiedBytes, type FallbackReason } from './metrics.js';
 import { createPassThrough, pathForLog } from './proxy.js';
+import { compilePush } from './push.js';
 import { NO_SIGNER, type RolloutDecision } from './rollout.js';
 import { isPromiseLike } from './promise.js';
 import { parseBlobPath, parseManifestPath } from './routes.js';
@@ -47,6 +48,7 @@ function validateOptions(options: RegistryRedirectOptions): void {
     'decisionCache',
     'acceptUpstreamRedirect',
     'allowRedirectToRegistryHost',
+    'push',
     'limits',
   ]);
   for (const key of Object.keys(options)) {
@@ -68,6 +70,9 @@ function validateOptions(options: RegistryRedirectOptions): void {
   }
   if (options.upstream === undefined && (options.tokenAuth !== undefined || options.decisionCache !== undefined)) {
     throw new RegistryRedirectError('CONFIG_INVALID', 'registryRedirect: `tokenAuth` and `decisionCache` need `upstream` (proxy mode): existence is confirmed by the upstream; in embedded mode your `authorize` hook decides');
+  }
+  if (options.upstream === undefined && options.push !== undefined) {
+    throw new RegistryRedirectError('CONFIG_INVALID', 'registryRedirect: `push` needs `upstream` (proxy mode): steering rewrites the upstream\'s upload answer; in embedded mode your registry builds its own upload Location');
   }
   for (const key of ['acceptUpstreamRedirect', 'allowRedirectToRegistryHost'] as const) {
     if (options[key] !== undefined && typeof options[key] !== 'boolean') {
@@ -179,6 +184,10 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
   const observer = routing.observer;
 
   const limits = resolveLimits(options.limits);
+  // Upload sessions steered to the write endpoint (proxy mode); the rules run on the rollout engine.
+  const push =
+    options.push === undefined ? undefined : compilePush(options.push, { clientIp: createClientIpResolver(options.trustedProxies ?? []), observer, logger });
+
   const upstream = options.upstream === undefined ? undefined : parseUpstream(options.upstream);
   // Separate pools: uploads trickling in cannot take the connections that reads and the
   // authorizing HEADs need, and a hung upstream fills only the probe pool's bounded queue.
@@ -229,11 +238,16 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
     return isSameHostOrSubdomain(url, (comma < 0 ? forwardedHost : forwardedHost.slice(0, comma)).trim());
   }
 
+  /** An upload (POST/PATCH/PUT) to the upstream, through the per-client cap and the upload pool. */
+  function forwardUpload(req: IncomingMessage, res: ServerResponse, onResponse?: (upstreamRes: IncomingMessage) => void): void {
+    if (uploadThrough && (!admitUpload || admitUpload(req, res))) uploadThrough(req, res, onResponse);
+  }
+
   /** Hand the request on unchanged: to the upstream (proxy mode) or the host app (embedded). */
   function forward(req: IncomingMessage, res: ServerResponse, next: Next | undefined): void {
     if (passThrough && uploadThrough) {
       if (!isUpload(req.method)) passThrough(req, res);
-      else if (!admitUpload || admitUpload(req, res)) uploadThrough(req, res);
+      else forwardUpload(req, res);
     } else if (next) {
       if (!isUpload(req.method) || !admitUpload || admitUpload(req, res)) next();
     } else sendOciError(res, 404, 'DENIED', 'not handled');
@@ -359,6 +373,7 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
   const middleware = (req: IncomingMessage, res: ServerResponse, next?: Next): void => {
     const target = req.method === 'GET' && req.url ? parseBlobPath(req.url) : undefined;
     if (!target) {
+      if (push && uploadThrough && req.method === 'POST' && push.handle(req, res, forwardUpload)) return;
       forward(req, res, next);
       return;
     }

@@ -38,7 +38,11 @@ function hasBody(req: IncomingMessage): boolean {
   return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }
 
-export type PassThrough = (req: IncomingMessage, res: ServerResponse) => void;
+/**
+ * Streams `req` upstream. `onResponse` sees the upstream's response head before it is copied to
+ * the client (push steering edits the upload `Location` there).
+ */
+export type PassThrough = (req: IncomingMessage, res: ServerResponse, onResponse?: (upstreamRes: IncomingMessage) => void) => void;
 
 const TIMEOUT_CODES = new Set(['ETIMEDOUT', 'ESOCKETTIMEDOUT', 'UND_ERR_HEADERS_TIMEOUT']);
 
@@ -53,6 +57,8 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
   const timedOut = new WeakSet<IncomingMessage>();
   const deadlines = new WeakMap<IncomingMessage, Deadline>();
   const slots = opts.maxConcurrent === undefined ? undefined : createSlotQueue(opts.maxConcurrent);
+  // Per-request response hooks (push steering); most requests have none.
+  const responseHooks = new WeakMap<IncomingMessage, (upstreamRes: IncomingMessage) => void>();
   const proxy = createProxyMiddleware<IncomingMessage, ServerResponse>({
     target: opts.upstream.href,
     changeOrigin: false,
@@ -83,7 +89,11 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
           clearTimeout(deadlines.get(req)?.timer);
         });
         const onUpstreamResponse = opts.onUpstreamResponse;
-        if (onUpstreamResponse) proxyServer.on('proxyRes', (proxyRes, req) => onUpstreamResponse(req, proxyRes.statusCode ?? 0));
+        // Emitted before the response head is copied to the client, so a hook may edit headers.
+        proxyServer.on('proxyRes', (proxyRes, req) => {
+          onUpstreamResponse?.(req, proxyRes.statusCode ?? 0);
+          responseHooks.get(req)?.(proxyRes);
+        });
         proxyServer.on('error', (err, req, res) => {
           if (!req || !res || !('writeHead' in res)) {
             res?.destroy();
@@ -116,7 +126,8 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
     });
   };
 
-  return (req, res) => {
+  return (req, res, onResponse) => {
+    if (onResponse) responseHooks.set(req, onResponse);
     // The request's socket timeout would start only once a connection is assigned; this deadline
     // starts now, so time spent queued (for a slot or for a connection) counts.
     const deadline: Deadline = { timer: undefined, proxyReq: undefined, expired: false };
