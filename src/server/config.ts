@@ -163,11 +163,11 @@ export function buildConfig(raw: unknown): ServerConfig {
   };
   const { maxConnections, ...middlewareLimits } = file.limits ?? {};
   const limits = { ...resolveLimits(middlewareLimits, 'limits'), maxConnections };
-  const signer = signerFromConfig(file.signer, 'signer', { expiryMs });
+  const signer = signerFromConfig(file.signer, 'signer', { expiryMs, listen });
   let extra: RolloutConfig;
   let push: PushOptions | undefined;
   try {
-    extra = buildRolloutConfig(file, { expiryMs });
+    extra = buildRolloutConfig(file, { expiryMs, listen });
     push = buildPushConfig(file.push, extra.trustedProxies);
   } catch (err) {
     void signer.close?.();
