@@ -1,8 +1,9 @@
 import { KeyObject, X509Certificate, createHash, createPublicKey } from 'node:crypto';
-import jwksRsa from 'jwks-rsa';
 import { LRUCache } from 'lru-cache';
 import { RegistryRedirectError } from '../errors.js';
 import type { TokenAlgorithm } from '../types.js';
+import { createJwksSource } from './jwks.js';
+import type { JwksSource } from './jwks.js';
 
 /** Every algorithm token mode can verify. `none` and `HS*` are deliberately absent. */
 export const TOKEN_ALGORITHMS: readonly TokenAlgorithm[] = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512'];
@@ -230,7 +231,7 @@ export function createTokenKeyring(options: TokenKeyringOptions): TokenKeyring {
   const { path, algorithms } = options;
   const publicKeys = options.publicKeys === undefined ? [] : parsePublicKeys(options.publicKeys, algorithms, `${path}.publicKeys`);
   const roots = options.rootCertBundle === undefined ? [] : parseRootCertBundle(options.rootCertBundle, `${path}.rootCertBundle`);
-  let jwks: jwksRsa.JwksClient | undefined;
+  let jwks: JwksSource | undefined;
   if (options.jwksUrl !== undefined) {
     let url: URL | undefined;
     try {
@@ -243,7 +244,7 @@ export function createTokenKeyring(options: TokenKeyringOptions): TokenKeyring {
     }
     const maxAge = options.jwksCacheMaxAge ?? 600_000;
     if (!Number.isFinite(maxAge) || maxAge <= 0) invalidConfig(`${path}.jwksCacheMaxAge: write a positive number of milliseconds, e.g. 600000`);
-    jwks = jwksRsa({ jwksUri: url.href, cache: true, cacheMaxAge: maxAge, cacheMaxEntries: 20, rateLimit: true, jwksRequestsPerMinute: 10, timeout: 5_000 });
+    jwks = createJwksSource(url.href, maxAge);
   }
   if (publicKeys.length === 0 && roots.length === 0 && jwks === undefined) {
     invalidConfig(`${path}: no signing keys; set publicKeys (PEM public keys or certificates), rootCertBundle (distribution's rootcertbundle) or jwksUrl`);
@@ -262,24 +263,6 @@ export function createTokenKeyring(options: TokenKeyringOptions): TokenKeyring {
   const candidates: readonly KeyObject[] = publicKeys;
   // Chain verification costs a few signature checks: remember verified chains (successes only).
   const verifiedChains = new LRUCache<string, { key: KeyObject; notAfter: number }>({ max: 64 });
-  const jwksKeys = new WeakMap<object, KeyObject>();
-
-  async function fromJwks(client: jwksRsa.JwksClient, kid: string | undefined, alg: string): Promise<KeyLookup> {
-    let signingKey: jwksRsa.SigningKey;
-    try {
-      signingKey = await client.getSigningKey(kid);
-    } catch (err) {
-      if (err instanceof jwksRsa.SigningKeyNotFoundError) return { invalid: 'kid not found in the JWKS' };
-      return { unavailable: `JWKS unavailable: ${(err as Error).name}` };
-    }
-    if (signingKey.alg && signingKey.alg !== alg) return { invalid: `JWKS key is for ${signingKey.alg}, token uses ${alg}` };
-    let key = jwksKeys.get(signingKey);
-    if (key === undefined) {
-      key = createPublicKey(signingKey.getPublicKey());
-      jwksKeys.set(signingKey, key);
-    }
-    return { key };
-  }
 
   return {
     lookup(header) {
@@ -297,10 +280,10 @@ export function createTokenKeyring(options: TokenKeyringOptions): TokenKeyring {
         if (typeof header.kid !== 'string' || header.kid.length === 0 || header.kid.length > 256) return { invalid: 'kid is not a short string' };
         const key = byKid.get(header.kid);
         if (key) return { key };
-        return jwks ? fromJwks(jwks, header.kid, header.alg) : { invalid: 'kid names no trusted key' };
+        return jwks ? jwks.lookup(header.kid, header.alg) : { invalid: 'kid names no trusted key' };
       }
       if (candidates.length > 0) return { candidates };
-      return jwks ? fromJwks(jwks, undefined, header.alg) : { invalid: 'token names no key (no kid, no x5c)' };
+      return jwks ? jwks.lookup(undefined, header.alg) : { invalid: 'token names no key (no kid, no x5c)' };
     },
   };
 }
