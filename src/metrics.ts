@@ -16,8 +16,12 @@ export type DecisionAction =
 /** The authorizing step's outcome (label `outcome`). */
 export type AuthorizeOutcome = 'granted' | 'denied' | 'error';
 
-/** Why a redirect fell back (label `reason` of the fallbacks counter). */
-export type FallbackReason = 'signer_error' | 'signer_timeout' | 'signer_unhealthy';
+/**
+ * Why a redirect fell back (label `reason` of the fallbacks counter). `same_host`: the signed URL's
+ * host is the registry's host or a subdomain of it, where clients send their registry credentials,
+ * so the blob was proxied (see `allowRedirectToRegistryHost`).
+ */
+export type FallbackReason = 'signer_error' | 'signer_timeout' | 'signer_unhealthy' | 'same_host';
 
 /** A signed-URL cache lookup result (label `result`). */
 export type { CacheResult };
@@ -35,7 +39,7 @@ export interface RedirectObserver {
   signed?(signer: string, seconds: number, ok: boolean): void;
   /** The authorizing step (upstream HEAD or embedded hook) finished. */
   authorized?(seconds: number, outcome: AuthorizeOutcome): void;
-  /** A redirect was replaced by the fallback (`onSignerError`). */
+  /** A redirect was replaced by a fallback: `onSignerError`, or proxying for `same_host`. */
   fallback?(signer: string, reason: FallbackReason): void;
   /** Blob bytes delivered: `redirected` (size of redirected blobs) or `proxied` (Content-Length served). */
   bytes?(delivery: 'redirected' | 'proxied', bytes: number): void;
@@ -132,7 +136,7 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
   });
   const fallbacks = new Counter({
     name: 'registry_redirect_fallbacks_total',
-    help: 'Redirects replaced by the onSignerError fallback, by signer and reason (signer_error, signer_timeout, signer_unhealthy).',
+    help: 'Redirects replaced by a fallback, by signer and reason (signer_error, signer_timeout, signer_unhealthy: per onSignerError; same_host: proxied because the signed URL is on the registry host or a subdomain).',
     labelNames: ['signer', 'reason'] as const,
     registers,
   });
