@@ -45,6 +45,8 @@ export interface TokenKeyringOptions {
 
 const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----([\s\S]*?)-----END \1-----/g;
 const MAX_X5C_LENGTH = 10;
+/** Signature checks one `x5c` chain may cost; a real chain needs one per certificate. */
+const MAX_X5C_SIGNATURE_CHECKS = 24;
 const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 
 function invalidConfig(message: string): never {
@@ -192,35 +194,50 @@ function validAt(cert: X509Certificate, now: number): boolean {
 }
 
 /**
- * Verifies an `x5c` chain (base64 DER, leaf first) against the trust anchors, the way Go's
- * x509.Verify does for distribution: every certificate currently valid, each one issued and signed
- * by the next, issuers being CAs, and the last one either a root itself or signed by one. A leaf
- * whose key is one of the configured `publicKeys` is trusted directly. Returns the leaf key.
+ * Verifies an `x5c` chain (base64 DER, leaf first) against the trust anchors the way Go's
+ * x509.Verify does for distribution: the other certificates are a pool of intermediates in any
+ * order, and some path from the leaf through CA certificates, each issuing and signing the one
+ * before and each currently valid, must end at a root (or at a certificate a root signed). A
+ * leaf whose key is one of the configured `publicKeys` is trusted directly. Returns the leaf key
+ * and when the path used stops being valid.
  */
 function verifyX5c(x5c: unknown, roots: readonly X509Certificate[], trustedSpki: ReadonlySet<string>, now: number): { key: KeyObject; notAfter: number } | string {
   if (!Array.isArray(x5c) || x5c.length === 0 || x5c.length > MAX_X5C_LENGTH || !x5c.every((c) => typeof c === 'string')) {
     return `x5c must be a list of 1-${MAX_X5C_LENGTH} base64 certificates`;
   }
-  let chain: X509Certificate[];
+  let certs: X509Certificate[];
   try {
-    chain = (x5c as string[]).map((c) => new X509Certificate(Buffer.from(c, 'base64')));
+    certs = (x5c as string[]).map((c) => new X509Certificate(Buffer.from(c, 'base64')));
   } catch {
     return 'x5c holds a certificate that cannot be parsed';
   }
-  if (!chain.every((c) => validAt(c, now))) return 'x5c holds a certificate outside its validity period';
-  const leaf = chain[0]!;
-  const notAfter = Math.min(...chain.map((c) => c.validToDate.getTime()));
-  if (trustedSpki.has(spki(leaf.publicKey).toString('base64'))) return { key: leaf.publicKey, notAfter };
-  for (let i = 0; i + 1 < chain.length; i++) {
-    const cert = chain[i]!;
-    const issuer = chain[i + 1]!;
-    if (!issuer.ca || !cert.checkIssued(issuer) || !cert.verify(issuer.publicKey)) return 'x5c chain is broken';
-  }
-  const last = chain[chain.length - 1]!;
-  const anchored = roots.some(
-    (root) => root.raw.equals(last.raw) || (root.ca && validAt(root, now) && last.checkIssued(root) && last.verify(root.publicKey)),
-  );
-  return anchored ? { key: leaf.publicKey, notAfter } : 'x5c chain does not lead to a trusted root certificate';
+  const leaf = certs[0]!;
+  if (!validAt(leaf, now)) return 'x5c leaf certificate is outside its validity period';
+  if (trustedSpki.has(spki(leaf.publicKey).toString('base64'))) return { key: leaf.publicKey, notAfter: leaf.validToDate.getTime() };
+  const pool = certs.slice(1);
+  // Every certificate is expanded once (reachability does not depend on the path), and signature
+  // checks are capped: a chain of mutually issuing certificates must not cost more than a real one.
+  let checks = MAX_X5C_SIGNATURE_CHECKS;
+  const signs = (issuer: X509Certificate, cert: X509Certificate) =>
+    issuer.ca && validAt(issuer, now) && cert.checkIssued(issuer) && checks-- > 0 && cert.verify(issuer.publicKey);
+  const expanded = new Set<X509Certificate>([leaf]);
+  /** Depth-first over the pool; returns the earliest expiry on a path that reaches a root. */
+  const anchor = (cert: X509Certificate, notAfter: number): number | undefined => {
+    const until = Math.min(notAfter, cert.validToDate.getTime());
+    for (const root of roots) {
+      if (root.raw.equals(cert.raw)) return until;
+      if (signs(root, cert)) return Math.min(until, root.validToDate.getTime());
+    }
+    for (const next of pool) {
+      if (expanded.has(next) || !signs(next, cert)) continue;
+      expanded.add(next);
+      const found = anchor(next, until);
+      if (found !== undefined) return found;
+    }
+    return undefined;
+  };
+  const notAfter = anchor(leaf, Number.POSITIVE_INFINITY);
+  return notAfter === undefined ? 'x5c chain does not lead to a trusted root certificate' : { key: leaf.publicKey, notAfter };
 }
 
 /**

@@ -23,6 +23,8 @@ import type { TokenRegistry } from '../helpers/token-registry.js';
 import { signRawToken } from '../helpers/tokens.js';
 import { requireBinary } from '../support/binaries.js';
 import { request } from '../support/http.js';
+import { makeTokenSigner } from '../support/token-auth.js';
+import type { TokenSigner } from '../support/token-auth.js';
 
 /** What the proxy does with the token: 307, hand the GET to the upstream, or answer 401 itself. */
 type Outcome = 'redirect' | 'upstream' | 'local-401';
@@ -38,6 +40,8 @@ interface Material {
   sign(header: string, payload: string): string;
   /** Signs with a key nobody trusts. */
   signForeign(header: string, payload: string): string;
+  /** An `x5c` header field: the trusted certificate, then an unrelated one (e2e only). */
+  x5cWithStranger?: string;
 }
 
 /**
@@ -114,6 +118,10 @@ function cases(m: Material): Array<[string, string, Outcome, number | 'reset']> 
     ['kid as a number', bearer(`{"alg":"RS256","kid":5,${m.keyField}}`, claims()), 'local-401', 401],
     ['typ as a number', bearer(`{"alg":"RS256","typ":5,${m.keyField}}`, claims()), 'local-401', 401],
     ['two spaces after Bearer', `Bearer  ${m.sign(header, claims())}`, 'local-401', 401],
+    // Go's x509 treats the rest of x5c as a pool, not an ordered chain.
+    ...(m.x5cWithStranger === undefined
+      ? []
+      : [['x5c: the trusted certificate, then an unrelated one', bearer(`{"alg":"RS256",${m.x5cWithStranger}}`, claims()), 'redirect', 200] satisfies [string, string, Outcome, number]]),
   ];
 }
 
@@ -156,10 +164,12 @@ describe.skipIf(!has)('token mode never grants what distribution 2.8.2 refuses (
   let proxy: RunningProxy;
   let digest: string;
   let material: Material;
+  let stranger: TokenSigner;
   const foreign = generateKeyPairSync('rsa', { modulusLength: 2048 });
 
   beforeAll(async () => {
     world = await startTokenRegistry();
+    stranger = await makeTokenSigner('stranger');
     digest = await world.push('team/app');
     proxy = await startProxy({ upstream: world.front.url, signer: testSigner(), tokenAuth: world.tokenAuth() });
     const cert = new X509Certificate(world.tokens.signer.certPem);
@@ -172,10 +182,12 @@ describe.skipIf(!has)('token mode never grants what distribution 2.8.2 refuses (
       jwk: { ...cert.publicKey.export({ format: 'jwk' }), kid },
       sign: (h, p) => signRawToken(h, p, world.tokens.signer.keyPem),
       signForeign: (h, p) => signRawToken(h, p, foreign.privateKey),
+      x5cWithStranger: `"x5c":${JSON.stringify([cert.raw.toString('base64'), new X509Certificate(stranger.certPem).raw.toString('base64')])}`,
     };
   }, 30_000);
 
   afterAll(async () => {
+    await stranger?.cleanup();
     await proxy?.close();
     await world?.stop();
   }, 15_000);

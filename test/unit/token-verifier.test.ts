@@ -158,6 +158,12 @@ describe.skipIf(!requireBinary('openssl'))('token verifier: x5c chains against a
     expect(await check(v, signToken(claims(), chain.leafKey, 'ES256', { x5c: [chain.x5c[0]] }))).toEqual({ ok: true });
   });
 
+  it('takes the certificates after the leaf as a pool, in any order, like Go (an unrelated one is ignored)', async () => {
+    const v = verifier();
+    expect(await check(v, signToken(claims(), chain.leafKey, 'ES256', { x5c: [chain.x5c[0], stranger.x5c[1], chain.x5c[1]] }))).toEqual({ ok: true });
+    expect(await check(v, signToken(claims(), chain.leafKey, 'ES256', { x5c: [chain.x5c[0], stranger.x5c[0]] }))).toEqual({ ok: true });
+  });
+
   it('rejects a chain that leads to another CA', async () => {
     expect(await check(verifier(), signToken(claims(), stranger.leafKey, 'ES256', { x5c: stranger.x5c }))).toMatchObject({ error: 'invalid_token', reason: expect.stringMatching(/trusted root/) });
   });
