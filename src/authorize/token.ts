@@ -187,12 +187,12 @@ export function createTokenVerifier(options: TokenAuthOptions, path = 'tokenAuth
     return decide(token, repository, unusual);
   }
 
-  function finish(lookup: KeyLookup, token: ParsedToken, alg: TokenAlgorithm, repository: string): TokenCheck {
+  function finish(lookup: KeyLookup, token: ParsedToken, alg: TokenAlgorithm, repository: string, unpinned: string | undefined): TokenCheck {
     if ('invalid' in lookup) return reject('invalid_token', lookup.invalid);
     if ('unavailable' in lookup) return reject('unavailable', lookup.unavailable);
     // distribution 2.8 refuses a token that names no key (no x5c, jwk or kid); other registries try
     // their keys. A token one of ours signed is therefore left to the upstream.
-    const unusual = token.x5c === undefined && token.kid === undefined ? 'token names no key (no kid, no x5c)' : undefined;
+    const unusual = unpinned ?? (token.x5c === undefined && token.kid === undefined ? 'token names no key (no kid, no x5c)' : undefined);
     if ('key' in lookup) return verifyWith(token, lookup.key, alg, repository, unusual);
     for (const key of lookup.candidates) {
       if (!algorithmsForKey(key).includes(alg)) continue;
@@ -217,14 +217,18 @@ export function createTokenVerifier(options: TokenAuthOptions, path = 'tokenAuth
   }
 
   function evaluate(token: ParsedToken, repository: string): TokenCheck | Promise<TokenCheck> {
-    if (!algorithms.includes(token.alg as TokenAlgorithm)) return reject('invalid_token', `algorithm ${token.alg.slice(0, 16)} is not accepted`);
+    // `none` and HS* are never verified at all. Another asymmetric algorithm than the pinned ones
+    // is verified only to tell a token our key really signed (the upstream may accept it, as
+    // distribution 2.8 does RS384 and ES384) from a forgery: it never leads to a redirect.
+    if (!TOKEN_ALGORITHMS.includes(token.alg as TokenAlgorithm)) return reject('invalid_token', `algorithm ${token.alg.slice(0, 16)} is not accepted`);
     const alg = token.alg as TokenAlgorithm;
+    const unpinned = algorithms.includes(alg) ? undefined : `algorithm ${alg} is not in algorithms`;
     const problem = claimProblem(token, Date.now());
     if (problem !== undefined) return reject('invalid_token', problem);
     if (token.x5c === undefined && token.jwk !== undefined) return fromJwkHeader(token, alg);
     const header: TokenHeader = { alg, ...(token.x5c !== undefined ? { x5c: token.x5c } : token.kid !== undefined ? { kid: token.kid } : {}) };
     const lookup = keyring.lookup(header);
-    return lookup instanceof Promise ? lookup.then((l) => finish(l, token, alg, repository)) : finish(lookup, token, alg, repository);
+    return lookup instanceof Promise ? lookup.then((l) => finish(l, token, alg, repository, unpinned)) : finish(lookup, token, alg, repository, unpinned);
   }
 
   return {

@@ -37,7 +37,7 @@ interface Material {
   /** The same key as a `kid` (libtrust key ID) and as a JWK. */
   kid: string;
   jwk: object;
-  sign(header: string, payload: string): string;
+  sign(header: string, payload: string, alg?: 'RS256' | 'RS384' | 'PS256'): string;
   /** Signs with a key nobody trusts. */
   signForeign(header: string, payload: string): string;
   /** An `x5c` header field: the trusted certificate, then an unrelated one (e2e only). */
@@ -118,6 +118,10 @@ function cases(m: Material): Array<[string, string, Outcome, number | 'reset']> 
     ['kid as a number', bearer(`{"alg":"RS256","kid":5,${m.keyField}}`, claims()), 'local-401', 401],
     ['typ as a number', bearer(`{"alg":"RS256","typ":5,${m.keyField}}`, claims()), 'local-401', 401],
     ['two spaces after Bearer', `Bearer  ${m.sign(header, claims())}`, 'local-401', 401],
+    // Only RS256 is configured: other asymmetric algorithms are the upstream's call.
+    ['RS384 signed by the trusted key', `Bearer ${m.sign(header.replace('RS256', 'RS384'), claims(), 'RS384')}`, 'upstream', 200],
+    ['PS256 signed by the trusted key', `Bearer ${m.sign(header.replace('RS256', 'PS256'), claims(), 'PS256')}`, 'upstream', 401],
+    ['RS384 signed by another key', `Bearer ${m.signForeign(header.replace('RS256', 'RS384'), claims())}`, 'local-401', 401],
     // Go's x509 treats the rest of x5c as a pool, not an ordered chain.
     ...(m.x5cWithStranger === undefined
       ? []
@@ -141,7 +145,7 @@ describe('the verifier reads unusual tokens like distribution 2.8 (unit matrix)'
     keyField: `"kid":"${kid}"`,
     kid,
     jwk: trusted.publicKey.export({ format: 'jwk' }),
-    sign: (h, p) => signRawToken(h, p, trusted.privateKey),
+    sign: (h, p, alg) => signRawToken(h, p, trusted.privateKey, alg),
     signForeign: (h, p) => signRawToken(h, p, foreign.privateKey),
   };
   const verifier = createTokenVerifier({
@@ -180,7 +184,7 @@ describe.skipIf(!has)('token mode never grants what distribution 2.8.2 refuses (
       keyField: `"x5c":${JSON.stringify([cert.raw.toString('base64')])}`,
       kid,
       jwk: { ...cert.publicKey.export({ format: 'jwk' }), kid },
-      sign: (h, p) => signRawToken(h, p, world.tokens.signer.keyPem),
+      sign: (h, p, alg) => signRawToken(h, p, world.tokens.signer.keyPem, alg),
       signForeign: (h, p) => signRawToken(h, p, foreign.privateKey),
       x5cWithStranger: `"x5c":${JSON.stringify([cert.raw.toString('base64'), new X509Certificate(stranger.certPem).raw.toString('base64')])}`,
     };

@@ -78,7 +78,8 @@ describe('token verifier: rejections name the RFC 6750 error distribution sends'
   it.each([
     ['signed by an untrusted key', () => signToken(claims(), other.privateKey, 'RS256'), 'invalid_token'],
     ['kid of an untrusted key, signed by a trusted one', () => signToken(claims(), rsa.privateKey, 'RS256', { kid: libtrustKeyId(other.publicKey) }), 'invalid_token'],
-    ['algorithm not in the pinned list (PS256)', () => signToken(claims(), rsa.privateKey, 'PS256'), 'invalid_token'],
+    ['algorithm not in the pinned list (PS256), signed by another key', () => signToken(claims(), other.privateKey, 'PS256', { kid: libtrustKeyId(rsa.publicKey) }), 'invalid_token'],
+    ['algorithm not in the pinned list (RS384), signed by the trusted key: the upstream decides', () => signToken(claims(), rsa.privateKey, 'RS384', { kid: libtrustKeyId(rsa.publicKey) }), 'unusual'],
     ['no exp claim', () => signToken(without(claims(), 'exp'), rsa.privateKey, 'RS256'), 'invalid_token'],
     ['exp beyond the skew', () => signToken(claims({ expiresInSec: -120 }), rsa.privateKey, 'RS256'), 'invalid_token'],
     ['nbf beyond the skew', () => signToken(claims({ notBeforeSec: 120 }), rsa.privateKey, 'RS256'), 'invalid_token'],
