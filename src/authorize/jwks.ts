@@ -15,9 +15,11 @@ const MAX_JWKS_BYTES = 1 << 20;
 
 /** A token bucket: `perMinute` fetches, refilled continuously. */
 class FetchBudget {
+  private readonly perMinute: number;
   private tokens: number;
   private at: number;
-  constructor(private readonly perMinute: number) {
+  constructor(perMinute: number) {
+    this.perMinute = perMinute;
     this.tokens = perMinute;
     this.at = Date.now();
   }

@@ -17,12 +17,18 @@
 
 /** A JSON number kept as its source text: Go decides int64-ness from the literal, not the value. */
 class JsonNumber {
-  constructor(readonly source: string) {}
+  readonly source: string;
+  constructor(source: string) {
+    this.source = source;
+  }
 }
 
 /** A JSON object as every key occurrence in text order: Go decodes each one, the last one wins. */
 class JsonObject {
-  constructor(readonly members: ReadonlyArray<readonly [string, JsonValue]>) {}
+  readonly members: ReadonlyArray<readonly [string, JsonValue]>;
+  constructor(members: ReadonlyArray<readonly [string, JsonValue]>) {
+    this.members = members;
+  }
 }
 
 type JsonValue = JsonObject | JsonValue[] | JsonNumber | string | boolean | null;
