@@ -114,19 +114,17 @@ describe('random kids cannot exhaust the JWKS budget', () => {
   });
 
   it('the known key is refreshed in the background before it expires: the caller never waits for the JWKS', async () => {
-    const v = createTokenVerifier(options());
+    // A synchronous verdict is the proof: a lookup that waits for the JWKS returns a promise.
+    const maxAge = 2_000;
+    const v = createTokenVerifier({ ...options(), jwksCacheMaxAge: maxAge });
     expect(await v.check(legit(), 'team/app')).toEqual({ ok: true });
     expect(fetches).toBe(1);
     delayMs = 400; // a slow JWKS from now on
-    await sleep(MAX_AGE * 0.6); // past half of jwksCacheMaxAge: the next use refreshes
-    let started = performance.now();
-    expect(v.check(legit(), 'team/app')).toEqual({ ok: true }); // synchronous: answered from the cached key
-    expect(performance.now() - started).toBeLessThan(100);
-    await sleep(delayMs + 200);
-    expect(fetches).toBe(2);
-    await sleep(MAX_AGE * 0.6); // older than jwksCacheMaxAge since the first fetch, not since the refresh
-    started = performance.now();
+    await sleep(maxAge * 0.6); // past half of jwksCacheMaxAge: this use refreshes in the background
     expect(v.check(legit(), 'team/app')).toEqual({ ok: true });
-    expect(performance.now() - started).toBeLessThan(100);
+    await sleep(delayMs + 300);
+    expect(fetches).toBe(2);
+    await sleep(maxAge * 0.45); // older than jwksCacheMaxAge since the first fetch, not since the refresh
+    expect(v.check(legit(), 'team/app')).toEqual({ ok: true });
   }, 10_000);
 });
