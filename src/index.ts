@@ -21,6 +21,7 @@ export {
   type RolloutPolicy,
   type RolloutRule,
 } from './rollout.js';
+export type { PushAction, PushOptions, PushRule, UploadAction, UploadReason } from './push.js';
 export { createClientIpResolver, type ClientAddress, type ClientIpResolver } from './client-ip.js';
 export {
   prometheusMetrics,
