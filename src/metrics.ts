@@ -50,6 +50,8 @@ export interface RedirectObserver {
   probe?(signer: string, ok: boolean): void;
   /** A signed-URL cache lookup (wire `cachedSigner`'s `onResult` here). */
   cacheResult?(signer: string, result: CacheResult): void;
+  /** Origin mode: one answered origin request (status 200, 206, 304, 403, 404, 405, 416) and the body bytes sent. */
+  origin?(status: number, bytes: number): void;
   /** One per upload-start POST seen with `push` configured: what was done with it, and why (see `UploadReason`). */
   upload?(action: UploadAction, reason: string): void;
 }
@@ -72,6 +74,7 @@ export function completeObserver(observer: RedirectObserver | undefined): Comple
     signerHealth: bind('signerHealth'),
     probe: bind('probe'),
     cacheResult: bind('cacheResult'),
+    origin: bind('origin'),
     upload: bind('upload'),
   };
 }
@@ -170,6 +173,17 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
     labelNames: ['signer', 'result'] as const,
     registers,
   });
+  const originResponses = new Counter({
+    name: 'registry_redirect_origin_responses_total',
+    help: 'Origin mode: requests the origin answered, by status (200, 206, 304, 403, 404, 405, 416).',
+    labelNames: ['status'] as const,
+    registers,
+  });
+  const originBytes = new Counter({
+    name: 'registry_redirect_origin_bytes_total',
+    help: 'Origin mode: blob body bytes the origin sent (200 and 206 responses that finished).',
+    registers,
+  });
   const uploads = new Counter({
     name: 'registry_redirect_upload_decisions_total',
     help: 'Upload-start POSTs with push steering configured, by action (steer, redirect, proxy, shadow) and reason (rule, default, mount, monolithic, not_accepted, unexpected_location).',
@@ -209,6 +223,10 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
     },
     probe: (signer, ok) => probes.inc({ signer, result: ok ? 'ok' : 'error' }),
     cacheResult: (signer, result) => cache.inc({ signer, result }),
+    origin: (status, n) => {
+      originResponses.inc({ status: String(status) });
+      if (Number.isFinite(n) && n > 0) originBytes.inc(n);
+    },
     upload: (action, reason) => uploads.inc({ action, reason }),
     reloaded: (ok) => {
       reloads.inc({ result: ok ? 'success' : 'failure' });

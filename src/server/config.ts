@@ -137,11 +137,11 @@ export function buildConfig(raw: unknown): ServerConfig {
     shutdown: ms(t.shutdown, 'shutdown', 10_000),
     headers: ms(t.headers, 'headers', 60_000),
   };
-  const signer = signerFromConfig(file.signer, 'signer', { expiryMs });
+  const signer = signerFromConfig(file.signer, 'signer', { expiryMs, listen });
   let extra: RolloutConfig;
   let push: PushOptions | undefined;
   try {
-    extra = buildRolloutConfig(file, { expiryMs });
+    extra = buildRolloutConfig(file, { expiryMs, listen });
     push = buildPushConfig(file.push, extra.trustedProxies);
   } catch (err) {
     void signer.close?.();
