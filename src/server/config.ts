@@ -92,7 +92,7 @@ export interface ServerConfig extends Omit<RolloutConfig, 'metrics'> {
   allowRedirectToRegistryHost: boolean;
   timeouts: { authorize: number; upstream: number; signer: number; shutdown: number; headers: number; keepAlive: number };
   /**
-   * `limits:`: the middleware's bounds plus `maxConnections` (per process; `undefined`: derived
+   * `limits:`: the middleware's bounds plus `maxConnections` (per listener; `undefined`: derived
    * from the open-file limit at startup, see connection-limits.ts; `0`: no limit).
    */
   limits: ResolvedLimits & { maxConnections: number | undefined };
