@@ -8,7 +8,7 @@ import { formatDuration } from '../signers/common.js';
 import { createOriginHandler, sharedHostWarning } from '../origin/server.js';
 import { isOriginSigner, type OriginSigner } from '../signers/origin.js';
 import type { Signer } from '../types.js';
-import { listenOn } from './observability.js';
+import { closeNow, listenOn } from './observability.js';
 import { loadConfig, type ServerConfig } from './config.js';
 import { probeWriteEndpoint } from './push-config.js';
 
@@ -144,15 +144,7 @@ async function startLocalOrigin(signer: OriginSigner): Promise<{ url: string; cl
     res.writeHead(404, { 'Content-Length': '0' });
     res.end();
   });
-  const url = await listenOn(server, { host: '127.0.0.1', port: 0 });
-  return {
-    url,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  };
+  return { url: await listenOn(server, { host: '127.0.0.1', port: 0 }), close: () => closeNow(server) };
 }
 
 /** Signs one URL with `signer` and, with a digest, proves storage serves it. */

@@ -38,15 +38,15 @@ export async function startMetricsServer(
     res.writeHead(404, { 'Content-Type': 'text/plain', 'Content-Length': '10' });
     res.end('not found\n');
   });
-  const url = await listenOn(server, listen);
-  return {
-    url,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  };
+  return { url: await listenOn(server, listen), close: () => closeNow(server) };
+}
+
+/** Stops listening and drops the open connections too, so an idle keep-alive client cannot hold the close. */
+export function closeNow(server: http.Server): Promise<void> {
+  return new Promise<void>((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
