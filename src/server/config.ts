@@ -8,6 +8,7 @@ import type { Signer } from '../types.js';
 import { buildRolloutConfig, type RolloutConfig } from './rollout-config.js';
 import { authorizeFromConfig, type AuthorizeConfig } from './authorize-config.js';
 import { buildCacheConfig, cacheBlock, type CacheConfig } from './cache-config.js';
+import type { PreflightMode } from './preflight.js';
 import { signerFromConfig } from './signer-config.js';
 import { parseConfigPart } from './validate.js';
 
@@ -15,6 +16,7 @@ const duration = (example: string) =>
   z.union([z.string(), z.number()], { error: `write a duration, e.g. "${example}"` });
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+const LOG_FORMATS = ['json', 'pretty'] as const;
 
 const fileSchema = z
   .object({
@@ -38,10 +40,12 @@ const fileSchema = z
       })
       .strict()
       .optional(),
+    preflight: z.enum(['fail', 'warn', 'off'], { error: 'write "fail" (default: storage refusing a signature stops the start), "warn" (log it, not ready) or "off" (no storage request at start)' }).optional(),
     log: z
       .object({
         level: z.enum(LOG_LEVELS, { error: `write one of ${LOG_LEVELS.join(', ')}` }).optional(),
         requests: z.boolean({ error: 'write true (one access log line per request, with its id; default) or false' }).optional(),
+        format: z.enum(LOG_FORMATS, { error: 'write "json" (one JSON object per line) or "pretty" (colored, for a terminal); default: pretty on a terminal, json otherwise' }).optional(),
       })
       .strict()
       .optional(),
@@ -69,7 +73,10 @@ export interface ServerConfig extends Omit<RolloutConfig, 'metrics'> {
   /** Redirect to signed URLs on the registry's host or a subdomain of it. Default false: proxied. */
   allowRedirectToRegistryHost: boolean;
   timeouts: { authorize: number; upstream: number; signer: number; shutdown: number; headers: number };
-  log: { level: (typeof LOG_LEVELS)[number]; requests: boolean };
+  /** `log.format` undefined: pretty on a terminal, JSON otherwise (decided by the CLI). */
+  log: { level: (typeof LOG_LEVELS)[number]; requests: boolean; format?: (typeof LOG_FORMATS)[number] | undefined };
+  /** `preflight:` proving each signer's credentials against storage at start. Default `fail`. */
+  preflight: PreflightMode;
   /** `metrics:`; undefined -> no metrics. `listen` undefined -> served on the main listener at `path`. */
   metrics: { listen: { host: string; port: number } | undefined; path: string; defaultMetrics: boolean } | undefined;
 }
@@ -152,7 +159,8 @@ export function buildConfig(raw: unknown): ServerConfig {
     timeouts,
     authorize: authorizeFromConfig(file.authorize),
     allowRedirectToRegistryHost: file.allowRedirectToRegistryHost ?? false,
-    log: { level: file.log?.level ?? 'info', requests: file.log?.requests ?? true },
+    log: { level: file.log?.level ?? 'info', requests: file.log?.requests ?? true, format: file.log?.format },
+    preflight: file.preflight ?? 'fail',
   };
 }
 

@@ -6,6 +6,7 @@ import { withCache } from './cache-config.js';
 import { answerClientError, connectionsCheckInterval } from './client-errors.js';
 import type { ServerConfig } from './config.js';
 import { accessLogger, listenOn, startMetricsServer } from './observability.js';
+import { runPreflight, type PreflightTracker } from './preflight.js';
 import { createReadinessHandler } from './readiness.js';
 import { createConfigReloader, createHotMiddleware, type ReloadResult } from './reload.js';
 
@@ -23,6 +24,8 @@ export interface RunningServer {
   readonly metrics?: PrometheusMetrics | undefined;
   /** Reads the config file again and applies it (what SIGHUP does); rejected if invalid or no file. */
   reload(trigger?: string): Promise<ReloadResult>;
+  /** What the start's storage preflight found per signer (`preflight: off`: undefined). */
+  readonly preflight?: PreflightTracker | undefined;
 }
 
 /** Options of {@link startServer}. */
@@ -33,6 +36,8 @@ export interface StartServerOptions {
   env?: NodeJS.ProcessEnv;
   /** Start the `metrics.listen` listener. Default true; `serve --workers` workers leave it to the primary. */
   metricsListener?: boolean;
+  /** How often a signer whose storage did not answer at start is asked again, milliseconds. Default 10 000. */
+  preflightRetryMs?: number;
 }
 
 /**
@@ -43,6 +48,16 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
   const metrics = config.metrics ? prometheusMetrics({ defaultMetrics: config.metrics.defaultMetrics }) : undefined;
   // Credentials from default chains (AWS, Google ADC) resolve now: a missing one stops startup.
   await Promise.all([config.signer, ...Object.values(config.signers ?? {})].map((s) => s.ready?.()));
+  // One signed GET per signer for an object that cannot exist: a wrong key fails here, not on every pull.
+  const preflight =
+    config.preflight === 'off'
+      ? undefined
+      : await runPreflight([{ label: 'signer', signer: config.signer }, ...Object.entries(config.signers ?? {}).map(([name, signer]) => ({ label: `signers.${name}`, signer }))], {
+          mode: config.preflight,
+          logger,
+          timeoutMs: config.timeouts.signer,
+          ...(options.preflightRetryMs !== undefined ? { retryMs: options.preflightRetryMs } : {}),
+        });
   // Signed-URL cache per signer (per configuration: a reload starts fresh), counted per configured name.
   const cached = (name: string, signer: Signer, c: ServerConfig) =>
     withCache(signer, c.cache, metrics ? (result) => metrics.cacheResult(name, result) : undefined);
@@ -68,7 +83,11 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     config,
     logger,
   );
-  const readyz = createReadinessHandler({ current: () => ({ upstream: hot.current().config.upstream, health: hot.current().middleware.health }) });
+  const readyz = createReadinessHandler({
+    current: () => ({ upstream: hot.current().config.upstream, health: hot.current().middleware.health }),
+    ...(preflight ? { storage: () => preflight.results() } : {}),
+    logger,
+  });
   const metricsPath = config.metrics && !config.metrics.listen ? config.metrics.path : undefined;
   const logRequest = config.log.requests ? accessLogger(logger) : undefined;
 
@@ -107,6 +126,7 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
   } catch (err) {
     await new Promise((resolve) => server.close(resolve));
     await hot.close();
+    preflight?.close();
     throw err;
   }
   const reloader = options.configPath
@@ -119,6 +139,7 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     url,
     metricsUrl: metricsServer?.url,
     metrics,
+    preflight,
     reload: (trigger = 'manual') => (reloader ? reloader.reload(trigger) : Promise.resolve({ ok: false, error: 'no config file to reload' })),
     close() {
       closing ??= (async () => {
@@ -135,6 +156,7 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
         }
         clearTimeout(timer);
         reloader?.close();
+        preflight?.close();
         await metricsServer?.close();
         await hot.close();
       })();
