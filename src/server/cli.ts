@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+// First: on an old Node, one line and exit 1 before any dependency is evaluated.
+import './require-node.js';
 import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
