@@ -3,6 +3,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { errorForLog, redact, urlForLog } from '../log.js';
 import type { Logger, Signer } from '../types.js';
+import type { ServerConfig } from './config.js';
 
 /**
  * `preflight:` what to do when storage refuses a signer's signature at start: `fail` (default:
@@ -332,4 +333,47 @@ export async function runPreflight(signers: ReadonlyArray<{ label: string; signe
       clearTimeout(timer);
     },
   };
+}
+
+/** What the startup line says about one signer. */
+export interface SignerSummary {
+  kind: string;
+  /** Where its URLs point: scheme, host and path up to the object key (account and container, bucket). */
+  storage?: string;
+  /** The preflight's outcome, when it ran. */
+  preflight?: PreflightOutcome;
+}
+
+/**
+ * Every signer of `config` by config key, with its storage location: from the preflight's signed
+ * URL when it ran, else from signing a sample URL (no storage request; bounded to one second).
+ */
+export async function describeSigners(config: ServerConfig, results?: readonly PreflightResult[]): Promise<Record<string, SignerSummary>> {
+  const entries = [['signer', config.signer] as const, ...Object.entries(config.signers ?? {}).map(([name, s]) => [`signers.${name}`, s] as const)];
+  const summaries = await Promise.all(
+    entries.map(async ([label, signer]): Promise<[string, SignerSummary]> => {
+      const found = results?.find((r) => r.label === label);
+      let storage = found?.storage;
+      if (!found) {
+        const request = missingObject();
+        let timer: NodeJS.Timeout | undefined;
+        try {
+          const signed = await Promise.race([
+            Promise.resolve(signer.sign({ ...request, method: 'GET' })),
+            new Promise<undefined>((resolve) => {
+              timer = setTimeout(() => resolve(undefined), 1_000);
+              timer.unref();
+            }),
+          ]);
+          if (signed) storage = storageOf(signed.url, signer, request);
+        } catch {
+          // the location is only informative; signing errors surface on requests
+        } finally {
+          clearTimeout(timer);
+        }
+      }
+      return [label, { kind: signer.name, ...(storage ? { storage } : {}), ...(found ? { preflight: found.outcome } : {}) }];
+    }),
+  );
+  return Object.fromEntries(summaries);
 }
