@@ -21,8 +21,8 @@ export interface Readiness {
 export interface ReadinessOptions {
   /** The upstream and the breakers of the configuration currently serving (changes on reload). */
   current(): { upstream: URL; health: SignerHealth };
-  /** The storage preflight's results, when it ran. */
-  storage?(): readonly PreflightResult[];
+  /** The storage preflight's results of the configuration serving; undefined with `preflight: off`. */
+  storage?(): readonly PreflightResult[] | undefined;
   /** Logs each change of readiness once (not every probe). */
   logger?: Logger;
   /** Upstream check timeout, milliseconds. Default 2 000. */

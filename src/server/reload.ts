@@ -111,6 +111,12 @@ export interface ConfigReloaderOptions {
   watch?: boolean;
   /** Debounce for file events, milliseconds. Default 200. */
   debounceMs?: number;
+  /**
+   * Runs on the new configuration before it is applied (the storage preflight): a rejection
+   * rejects the reload; then `commit` runs once the configuration is current, or `abort` if it
+   * could not be applied.
+   */
+  prepare?(config: ServerConfig): Promise<{ commit(): void; abort(): void }>;
 }
 
 /** Reloads the config file on demand (SIGHUP) and, optionally, when it changes. */
@@ -138,24 +144,37 @@ export function createConfigReloader(opts: ConfigReloaderOptions): ConfigReloade
   };
   let lastHash = fileHash();
 
-  const apply = (trigger: string): ReloadResult => {
+  const apply = async (trigger: string): Promise<ReloadResult> => {
     const hash = fileHash();
     let config: ServerConfig;
     try {
       config = loadConfig(path, opts.env ?? process.env);
+      let prepared: { commit(): void; abort(): void } | undefined;
+      try {
+        prepared = await opts.prepare?.(config);
+      } catch (err) {
+        for (const signer of new Set([config.signer, ...Object.values(config.signers)])) void signer.close?.();
+        throw err;
+      }
       const before = hot.current().config;
       const fixed = restartOnly(before, config);
       if (fixed.length) {
         logger.warn({ trigger, settings: fixed }, 'config reload: these settings need a restart; the running values stay');
       }
-      hot.swap({
-        ...config,
-        listen: before.listen,
-        metrics: before.metrics,
-        log: before.log,
-        reload: before.reload,
-        timeouts: { ...config.timeouts, headers: before.timeouts.headers, shutdown: before.timeouts.shutdown },
-      });
+      try {
+        hot.swap({
+          ...config,
+          listen: before.listen,
+          metrics: before.metrics,
+          log: before.log,
+          reload: before.reload,
+          timeouts: { ...config.timeouts, headers: before.timeouts.headers, shutdown: before.timeouts.shutdown },
+        });
+      } catch (err) {
+        prepared?.abort();
+        throw err;
+      }
+      prepared?.commit();
     } catch (err) {
       opts.metrics?.reloaded(false);
       const error = errorForLog(err).message;

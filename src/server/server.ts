@@ -48,16 +48,18 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
   const metrics = config.metrics ? prometheusMetrics({ defaultMetrics: config.metrics.defaultMetrics }) : undefined;
   // Credentials from default chains (AWS, Google ADC) resolve now: a missing one stops startup.
   await Promise.all([config.signer, ...Object.values(config.signers ?? {})].map((s) => s.ready?.()));
-  // One signed GET per signer for an object that cannot exist: a wrong key fails here, not on every pull.
-  const preflight =
-    config.preflight === 'off'
-      ? undefined
-      : await runPreflight([{ label: 'signer', signer: config.signer }, ...Object.entries(config.signers ?? {}).map(([name, signer]) => ({ label: `signers.${name}`, signer }))], {
-          mode: config.preflight,
+  // One signed GET per signer for an object that cannot exist: a wrong key fails here, not on every
+  // pull. A reload is proven the same way before it is applied (see `prepare` below).
+  const prove = (c: ServerConfig): Promise<PreflightTracker | undefined> =>
+    c.preflight === 'off'
+      ? Promise.resolve(undefined)
+      : runPreflight([{ label: 'signer', signer: c.signer }, ...Object.entries(c.signers ?? {}).map(([name, signer]) => ({ label: `signers.${name}`, signer }))], {
+          mode: c.preflight,
           logger,
-          timeoutMs: config.timeouts.signer,
+          timeoutMs: c.timeouts.signer,
           ...(options.preflightRetryMs !== undefined ? { retryMs: options.preflightRetryMs } : {}),
         });
+  let preflight = await prove(config);
   // Signed-URL cache per signer (per configuration: a reload starts fresh), counted per configured name.
   const cached = (name: string, signer: Signer, c: ServerConfig) =>
     withCache(signer, c.cache, metrics ? (result) => metrics.cacheResult(name, result) : undefined);
@@ -85,7 +87,7 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
   );
   const readyz = createReadinessHandler({
     current: () => ({ upstream: hot.current().config.upstream, health: hot.current().middleware.health }),
-    ...(preflight ? { storage: () => preflight.results() } : {}),
+    storage: () => preflight?.results(),
     logger,
   });
   const metricsPath = config.metrics && !config.metrics.listen ? config.metrics.path : undefined;
@@ -130,7 +132,24 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     throw err;
   }
   const reloader = options.configPath
-    ? createConfigReloader({ path: options.configPath, hot, logger, metrics, env: options.env, watch: config.reload.watch })
+    ? createConfigReloader({
+        path: options.configPath,
+        hot,
+        logger,
+        metrics,
+        env: options.env,
+        watch: config.reload.watch,
+        async prepare(next) {
+          const proven = await prove(next);
+          return {
+            commit() {
+              preflight?.close();
+              preflight = proven;
+            },
+            abort: () => proven?.close(),
+          };
+        },
+      })
     : undefined;
 
   let closing: Promise<void> | undefined;
@@ -139,7 +158,9 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     url,
     metricsUrl: metricsServer?.url,
     metrics,
-    preflight,
+    get preflight() {
+      return preflight;
+    },
     reload: (trigger = 'manual') => (reloader ? reloader.reload(trigger) : Promise.resolve({ ok: false, error: 'no config file to reload' })),
     close() {
       closing ??= (async () => {

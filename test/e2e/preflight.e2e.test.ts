@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
 import { runCheck } from '../../src/server/check.js';
 import { buildConfig } from '../../src/server/config.js';
 import { PreflightError, preflightSigner } from '../../src/server/preflight.js';
@@ -183,6 +184,25 @@ describe('preflight against Azurite (SAS verified for real)', () => {
     const malformed = await run('not-base64!');
     expect(malformed.text).toMatch(/^FAIL {2}config .*: signer\.azure\.accountKey: not a base64 account key/);
     expect(malformed.code).toBe(1);
+  });
+});
+
+describe('preflight on reload', () => {
+  it('a reload whose key storage refuses is rejected (the old configuration keeps serving); a good one replaces the results', async () => {
+    const file = join(work, 'reload.yaml');
+    const yaml = (key: string, extra = '') =>
+      `listen: 127.0.0.1:0\nupstream: ${upstream.url}\nreload:\n  watch: false\nlog:\n  requests: false\nsigner:\n  azure:\n    account: devstoreaccount1\n    accountKey: "${key}"\n    container: registry\n    endpoint: ${azurite.endpoint}\n${extra}`;
+    await writeFile(file, yaml(AZURITE_ACCOUNT_KEY));
+    const running = await startServer(buildConfig(parse(yaml(AZURITE_ACCOUNT_KEY))), pino({ level: 'silent' }), { configPath: file });
+    servers.push(running);
+    await writeFile(file, yaml(WRONG_KEY));
+    const rejected = await running.reload('test');
+    expect(rejected).toMatchObject({ ok: false, error: expect.stringMatching(/^signer \(azure\): storage at .* refused the signed URL: 403/) });
+    expect((await request(`${running.url}/readyz`)).status).toBe(200);
+    await writeFile(file, yaml(AZURITE_ACCOUNT_KEY, `signers:\n  mirror: { azure: { account: devstoreaccount1, accountKey: "${AZURITE_ACCOUNT_KEY}", container: registry, endpoint: ${azurite.endpoint} } }\n`));
+    expect(await running.reload('test')).toMatchObject({ ok: true });
+    const ready = await request(`${running.url}/readyz`);
+    expect(JSON.parse(ready.body.toString())).toMatchObject({ ready: true, storage: { signer: 'proven', 'signers.mirror': 'proven' } });
   });
 });
 
