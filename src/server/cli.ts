@@ -72,6 +72,7 @@ async function serve(args: string[]): Promise<number> {
       config: values.config,
       listen: running.url,
       metrics: running.metricsUrl,
+      ...(running.originUrls.length ? { origin: running.originUrls } : {}),
       upstream: config.upstream.href,
       signers: await describeSigners(config, running.preflight?.results()),
       authorize: config.authorize.mode,
