@@ -16,11 +16,12 @@ export type PreflightMode = 'fail' | 'warn' | 'off';
 /**
  * What storage said about a signed URL for an object that cannot exist:
  * - `proven`: "not found" (404 `BlobNotFound`, `NoSuchKey`): the signature was accepted.
- * - `refused`: a signature, credential or location error (`AuthenticationFailed`,
- *   `SignatureDoesNotMatch`, `InvalidAccessKeyId`, `NoSuchBucket`, ...): every pull would fail.
+ * - `refused`: a signature or credential error (`AuthenticationFailed`, `SignatureDoesNotMatch`,
+ *   `InvalidAccessKeyId`, a wrong region, ...): every pull would fail.
  * - `unreachable`: no answer, a timeout, or a 5xx: nothing is known yet.
  * - `inconclusive`: an answer that does not tell a bad signature from a missing object (a CDN's
- *   bare 403, S3's `AccessDenied` without `s3:ListBucket`).
+ *   bare 403, S3's `AccessDenied` without `s3:ListBucket`), or a container or bucket that does
+ *   not exist (yet): a warning, never a failed start.
  */
 export type PreflightOutcome = 'proven' | 'refused' | 'unreachable' | 'inconclusive';
 
@@ -65,20 +66,21 @@ const READINGS: Readonly<Record<string, Readonly<Record<string, Reading>>>> = {
     AuthenticationFailed: { outcome: 'refused', hint: 'storage does not accept the signature: check the signing key' },
     ExpiredToken: { outcome: 'refused', hint: 'the session token has expired: refresh the temporary credentials' },
     InvalidToken: { outcome: 'refused', hint: 'the session token is not valid' },
-    NoSuchBucket: { outcome: 'refused', hint: 'the bucket does not exist: check the bucket name and endpoint' },
+    NoSuchBucket: { outcome: 'inconclusive', hint: 'the bucket does not exist (yet): pulls get 404 from storage until it does; check the bucket name and endpoint' },
   },
   azure: {
     AuthenticationFailed: { outcome: 'refused', hint: 'check signer.azure.accountKey (key1 or key2 of this storage account) and signer.azure.account' },
     AuthorizationFailure: { outcome: 'refused', hint: 'check signer.azure.accountKey (key1 or key2 of this storage account), then the account\'s network rules (firewall, private endpoint)' },
     AuthorizationPermissionMismatch: { outcome: 'refused', hint: 'the identity behind the user delegation key needs "Storage Blob Data Reader" on the container' },
     AuthorizationProtocolMismatch: { outcome: 'refused', hint: 'the account requires https: use an https:// signer.azure.endpoint' },
-    ContainerNotFound: { outcome: 'refused', hint: 'the container does not exist: check signer.azure.container' },
+    // Not a credential problem, and a container may well be created after the proxy starts.
+    ContainerNotFound: { outcome: 'inconclusive', hint: 'the container does not exist (yet): pulls get 404 from storage until it does; check signer.azure.container' },
     InvalidQueryParameterValue: { outcome: 'refused', hint: 'storage rejected the SAS: check signer.azure.account and signer.azure.accountKey' },
   },
   s3: {
     SignatureDoesNotMatch: { outcome: 'refused', hint: 'check signer.s3.secretAccessKey: it is not the secret of signer.s3.accessKeyId' },
     InvalidAccessKeyId: { outcome: 'refused', hint: 'check signer.s3.accessKeyId: storage does not know it' },
-    NoSuchBucket: { outcome: 'refused', hint: 'check signer.s3.bucket and signer.s3.endpoint' },
+    NoSuchBucket: { outcome: 'inconclusive', hint: 'the bucket does not exist (yet): pulls get 404 from storage until it does; check signer.s3.bucket and signer.s3.endpoint' },
     AuthorizationQueryParametersError: { outcome: 'refused', hint: 'check signer.s3.region (the bucket\'s region)' },
     AuthorizationHeaderMalformed: { outcome: 'refused', hint: 'check signer.s3.region (the bucket\'s region)' },
     PermanentRedirect: { outcome: 'refused', hint: 'the bucket is in another region: check signer.s3.region' },
@@ -88,7 +90,7 @@ const READINGS: Readonly<Record<string, Readonly<Record<string, Reading>>>> = {
   gcs: {
     SignatureDoesNotMatch: { outcome: 'refused', hint: 'check the service account key (signer.gcs.keyFile or clientEmail/privateKey): storage does not accept its signature' },
     AccessDenied: { outcome: 'refused', hint: 'the service account cannot read the bucket: grant it roles/storage.objectViewer' },
-    NoSuchBucket: { outcome: 'refused', hint: 'check signer.gcs.bucket' },
+    NoSuchBucket: { outcome: 'inconclusive', hint: 'the bucket does not exist (yet): pulls get 404 from storage until it does; check signer.gcs.bucket' },
   },
   cloudfront: {
     MissingKey: { outcome: 'refused', hint: 'check signer.cloudfront.keyPairId' },
@@ -253,7 +255,7 @@ export async function preflightSigner(signer: Signer, label: string, timeoutMs =
         ? `storage at ${where} refused the signed URL: ${said}`
         : reading.outcome === 'unreachable'
           ? `storage at ${where} answered ${said}`
-          : `storage at ${where} answered ${said}, which does not prove the signature`;
+          : `storage at ${where} answered ${said}`;
   return { label, kind, outcome: reading.outcome, status: answer.status, ...(code ? { code } : {}), detail, ...(reading.hint ? { hint: reading.hint } : {}), ...(storage ? { storage } : {}) };
 }
 

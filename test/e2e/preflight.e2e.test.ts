@@ -96,10 +96,14 @@ describe('preflight against Azurite (SAS verified for real)', () => {
     expect(message).not.toMatch(/sig=/);
   });
 
-  it('a container that does not exist fails the start naming the container', async () => {
+  it('a container that does not exist (yet) is a warning naming the container; the start continues', async () => {
     const r = await preflightSigner(buildConfig({ upstream: upstream.url, signer: azure({ container: 'nosuchcontainer' }), preflight: 'off' }).signer, 'signer');
-    expect(r).toMatchObject({ outcome: 'refused', status: 404, code: 'ContainerNotFound' });
-    expect(r.hint).toMatch(/check signer\.azure\.container/);
+    expect(r).toMatchObject({ outcome: 'inconclusive', status: 404, code: 'ContainerNotFound' });
+    expect(r.hint).toMatch(/the container does not exist \(yet\).*check signer\.azure\.container/);
+    const { lines, logger } = capture();
+    const running = await start({ signer: azure({ container: 'notyet' }) }, logger);
+    expect(lines.find((l) => String(l.msg).startsWith('preflight:'))).toMatchObject({ level: 40, outcome: 'inconclusive', code: 'ContainerNotFound' });
+    expect((await request(`${running.url}/readyz`)).status).toBe(200);
   });
 
   it('preflight: warn starts with a wrong key, logs it once, and /readyz stays not ready', async () => {
