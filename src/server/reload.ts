@@ -102,7 +102,7 @@ function restartOnly(a: ServerConfig, b: ServerConfig): string[] {
   const out: string[] = [];
   if (a.listen.host !== b.listen.host || a.listen.port !== b.listen.port) out.push('listen');
   if (JSON.stringify(a.metrics) !== JSON.stringify(b.metrics)) out.push('metrics');
-  if (a.log.level !== b.log.level || a.log.requests !== b.log.requests) out.push('log');
+  if (a.log.level !== b.log.level || a.log.requests !== b.log.requests || a.log.format !== b.log.format) out.push('log');
   if (a.timeouts.headers !== b.timeouts.headers) out.push('timeouts.headers');
   if (a.timeouts.shutdown !== b.timeouts.shutdown) out.push('timeouts.shutdown');
   if (a.reload.watch !== b.reload.watch) out.push('reload.watch');

@@ -19,6 +19,8 @@ import { AZURITE_ACCOUNT_KEY, startAzurite, type RunningAzurite } from '../suppo
 import { startCli } from '../support/cli.js';
 import { request, waitFor } from '../support/http.js';
 import { freePort } from '../support/ports.js';
+import { requireBinary } from '../support/binaries.js';
+import { startNginx, type RunningNginx } from '../support/nginx.js';
 import { startS3Gate, type RunningS3Gate } from '../support/s3-gate.js';
 
 const WRONG_KEY = Buffer.alloc(64, 7).toString('base64');
@@ -226,5 +228,41 @@ describe('preflight against the SigV4-verifying S3 gate', () => {
 
   it('an unknown access key id fails the start: InvalidAccessKeyId', async () => {
     await expect(start({ signer: s3Block('whatever', 'AKIANOSUCHKEY') })).rejects.toThrow(/^signer \(s3\): .*403 InvalidAccessKeyId .*check signer\.s3\.accessKeyId/);
+  });
+});
+
+describe.skipIf(!requireBinary('nginx'))('preflight against a CDN token checker (nginx secure_link, the hmac signer)', () => {
+  const KEY = 'cdn-secret-for-the-preflight';
+  let nginx: RunningNginx;
+  beforeAll(async () => {
+    const root = await mkdtemp(join(work, 'cdn-root-'));
+    nginx = await startNginx({
+      host: '127.0.0.3',
+      server: `
+    root ${root};
+    location / {
+      secure_link $arg_md5,$arg_expires;
+      secure_link_md5 "$secure_link_expires$uri ${KEY}";
+      if ($secure_link = "") { return 403; }
+      if ($secure_link = "0") { return 410; }
+    }`,
+    });
+  });
+  afterAll(() => nginx?.stop());
+  const hmac = (key: string) => ({ hmac: { preset: 'nginx-secure-link', baseUrl: nginx.url, key } });
+
+  it('the right key: nginx checks the token, then answers 404 for the missing file: proven', async () => {
+    const running = await start({ signer: hmac(KEY) });
+    expect(running.preflight?.results()[0]).toMatchObject({ kind: 'hmac', outcome: 'proven', status: 404, storage: nginx.url });
+  });
+
+  it('a wrong key: a bare 403, which a CDN also sends for hidden objects: a warning naming the key, the start continues', async () => {
+    const { lines, logger } = capture();
+    const running = await start({ signer: hmac('not-the-key') }, logger);
+    expect(running.preflight?.results()[0]).toMatchObject({ kind: 'hmac', outcome: 'inconclusive', status: 403 });
+    const line = lines.find((l) => String(l.msg).startsWith('preflight:'));
+    expect(line).toMatchObject({ level: 40, outcome: 'inconclusive' });
+    expect(String(line!.msg)).toMatch(/the CDN refused the token or hides missing objects behind 403: check the key and the preset; prove it with check --repository R --digest D/);
+    expect((await request(`${running.url}/readyz`)).status).toBe(200);
   });
 });
