@@ -67,23 +67,11 @@ async function serve(args: string[]): Promise<number> {
   // A worker of `--workers N`: the primary serves the metrics listener, summed over workers.
   const running = await startServer(config, logger, { configPath: values.config, metricsListener: !cluster.isWorker });
   if (cluster.isWorker && running.metrics) shareMetricsWithPrimary(running.metrics);
-  logger.info(
-    {
-      config: values.config,
-      listen: running.url,
-      metrics: running.metricsUrl,
-      ...(running.originUrls.length ? { origin: running.originUrls } : {}),
-      upstream: config.upstream.href,
-      signers: await describeSigners(config, running.preflight?.results()),
-      authorize: config.authorize.mode,
-      preflight: config.preflight,
-    },
-    'registry-redirect listening',
-  );
+  // Signal handlers first: a SIGTERM that arrives while the startup line is being put together
+  // must still shut down gracefully.
   const onHangup = () => void running.reload('SIGHUP');
   process.on('SIGHUP', onHangup);
-
-  return new Promise<number>((resolve) => {
+  const stopped = new Promise<number>((resolve) => {
     const stop = (signal: NodeJS.Signals) => {
       process.off('SIGHUP', onHangup);
       logger.info({ signal }, 'shutting down');
@@ -98,6 +86,20 @@ async function serve(args: string[]): Promise<number> {
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
   });
+  logger.info(
+    {
+      config: values.config,
+      listen: running.url,
+      metrics: running.metricsUrl,
+      ...(running.originUrls.length ? { origin: running.originUrls } : {}),
+      upstream: config.upstream.href,
+      signers: await describeSigners(config, running.preflight?.results()),
+      authorize: config.authorize.mode,
+      preflight: config.preflight,
+    },
+    'registry-redirect listening',
+  );
+  return stopped;
 }
 
 export async function main(argv: string[]): Promise<number> {
