@@ -38,15 +38,15 @@ export async function startMetricsServer(
     res.writeHead(404, { 'Content-Type': 'text/plain', 'Content-Length': '10' });
     res.end('not found\n');
   });
-  const url = await listenOn(server, listen);
-  return {
-    url,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  };
+  return { url: await listenOn(server, listen), close: () => closeNow(server) };
+}
+
+/** Stops listening and drops the open connections too, so an idle keep-alive client cannot hold the close. */
+export function closeNow(server: http.Server): Promise<void> {
+  return new Promise<void>((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -74,9 +74,15 @@ interface AccessLine {
   statusCode: number;
   responseTime: number;
   aborted: boolean;
+  /** `/healthz` or `/readyz` exactly, as the server answers them. */
+  probe: boolean;
 }
 
 type PinoInternals = Record<symbol, unknown>;
+
+/** pino's numbers for the levels an access line is written at: debug (probes), info, warn (5xx). */
+type AccessLevel = 20 | 30 | 40;
+const LEVEL_NAMES = { 20: 'debug', 30: 'info', 40: 'warn' } as const;
 
 /**
  * Serializes access lines the way `logger.info(obj, msg)` would, from pino's own pieces (level
@@ -85,7 +91,7 @@ type PinoInternals = Record<symbol, unknown>;
  * stream hooks or a multistream). Returns `undefined` for any other logger: it is then called the
  * ordinary way.
  */
-function plainPinoLine(logger: PinoLogger): ((line: AccessLine, level: 30 | 40) => string) | undefined {
+function plainPinoLine(logger: PinoLogger): ((line: AccessLine, level: AccessLevel) => string) | undefined {
   const s = pinoSymbols as typeof pinoSymbols & { readonly msgPrefixSym: symbol };
   const p = logger as unknown as PinoInternals;
   const formatters = p[s.formattersSym] as { log?: unknown } | undefined;
@@ -108,7 +114,8 @@ function plainPinoLine(logger: PinoLogger): ((line: AccessLine, level: 30 | 40) 
     hooks.logMethod ||
     !stream ||
     stream[s.needsMetadataGsym] === true ||
-    typeof levels?.[30] !== 'string' ||
+    typeof levels?.[20] !== 'string' ||
+    typeof levels[30] !== 'string' ||
     typeof levels[40] !== 'string' ||
     typeof time !== 'function' ||
     typeof p[s.endSym] !== 'string'
@@ -125,19 +132,19 @@ function plainPinoLine(logger: PinoLogger): ((line: AccessLine, level: 30 | 40) 
     if (l.remoteAddress !== undefined) text += `,"remoteAddress":"${l.remoteAddress}"`;
     if (l.userAgent !== undefined) text += `,"userAgent":${JSON.stringify(l.userAgent)}`;
     text += `},"res":{"statusCode":${l.statusCode}},"responseTime":${l.responseTime}`;
-    if (level === 40) text += `,"err":{"type":"Error","message":"failed with status code ${l.statusCode}"},"msg":"request errored"`;
-    else text += l.aborted ? ',"msg":"request aborted"' : ',"msg":"request completed"';
+    text += l.aborted ? ',"msg":"request aborted"' : ',"msg":"request completed"';
     return text + (p[s.endSym] as string);
   };
 }
 
 /**
  * Access log: one line per request, in pino-http's format (`req.id`, method, path without the
- * query, remote address, user agent; `res.statusCode`; `responseTime` in ms; `request completed`,
- * `request aborted`, or `request errored` at `warn` for 5xx). `req.id` is the caller's
- * `X-Request-Id` when it is a plain token, else a UUID; it is echoed in the response. Headers are
- * never logged: they carry `Authorization`/`Cookie`, and `Location` carries signatures. Only with
- * a pino logger; other loggers get no access log.
+ * query, remote address, user agent; `res.statusCode`; `responseTime` in ms; `request completed`
+ * or `request aborted`; at `warn` for a 5xx, at `debug` for `/healthz` and `/readyz`). A 5xx carries no `err`: the status is the whole story, and the
+ * cause (if any) has its own line.
+ * `req.id` is the caller's `X-Request-Id` when it is a plain token, else a UUID; it is echoed in the
+ * response. Headers are never logged: they carry `Authorization`/`Cookie`, and `Location` carries
+ * signatures. Only with a pino logger; other loggers get no access log.
  *
  * On the redirect fast path the whole request costs the server about 13 µs of CPU, and the generic
  * ways of logging it cost as much again (pino-http's child logger per request; `logger.info` with
@@ -149,8 +156,8 @@ function plainPinoLine(logger: PinoLogger): ((line: AccessLine, level: 30 | 40) 
  * - the line is serialized from pino's own pieces (see {@link plainPinoLine}) when the logger is
  *   plain, else written with `logger.info`/`logger.warn`;
  * - lines are joined and written once per event-loop turn, and at process exit: a server that
- *   stops on SIGTERM drains its event loop first, so no line is lost (test/integration/
- *   access-log-shutdown.test.ts). Only a process killed outright (SIGKILL, a native crash) loses
+ *   stops on SIGTERM drains its event loop first, so no line is lost (test/e2e/cli.e2e.test.ts,
+ *   "SIGTERM loses no access-log line"). Only a process killed outright (SIGKILL, a native crash) loses
  *   the lines of its last turn.
  */
 export function accessLog(logger: Logger): AccessLog | undefined {
@@ -170,16 +177,17 @@ export function accessLog(logger: Logger): AccessLog | undefined {
   process.on('exit', onExit);
 
   const write = (l: AccessLine): void => {
-    const level = l.statusCode >= 500 ? 40 : 30;
-    if (!logger.isLevelEnabled(level === 40 ? 'warn' : 'info')) return;
+    // Load balancers probe every few seconds: readiness changes are logged by readiness.ts instead.
+    const level: AccessLevel = l.probe ? 20 : l.statusCode >= 500 ? 40 : 30;
+    const name = LEVEL_NAMES[level];
+    if (!logger.isLevelEnabled(name)) return;
     if (!serialize) {
       const line = {
         req: { id: l.id, method: l.method, path: l.path, remoteAddress: l.remoteAddress, userAgent: l.userAgent },
         res: { statusCode: l.statusCode },
         responseTime: l.responseTime,
       };
-      if (level === 40) logger.warn({ ...line, err: { type: 'Error', message: `failed with status code ${l.statusCode}` } }, 'request errored');
-      else logger.info(line, l.aborted ? 'request aborted' : 'request completed');
+      logger[name](line, l.aborted ? 'request aborted' : 'request completed');
       return;
     }
     pending += serialize(l, level);
@@ -246,6 +254,7 @@ export function accessLog(logger: Logger): AccessLog | undefined {
           statusCode: this.statusCode,
           responseTime: Date.now() - this.startedAt,
           aborted: req.readableAborted || !this.writableEnded,
+          probe: req.url === '/healthz' || req.url === '/readyz',
         });
       }
       return super.emit(event, ...args);

@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import { createServerLogger } from '../../src/server/logger.js';
 import { accessLog } from '../../src/server/observability.js';
 
 /** A server whose every request goes through the access logger, then `handler`. */
@@ -42,16 +43,29 @@ describe('access log (pino-http format, written directly)', () => {
     expect(JSON.stringify(s.lines)).not.toMatch(/SECRET|opaque/);
   });
 
-  it('5xx answers are logged at warn as "request errored"; an id that is not a plain token is replaced', async () => {
+  it('5xx answers are logged at warn with the status and no error object; an id that is not a plain token is replaced', async () => {
     const s = await serve((_req, res) => {
-      res.writeHead(503);
+      res.writeHead(502);
       res.end();
     });
     server = s.server;
     const res = await fetch(`${s.url}/v2/`, { headers: { 'X-Request-Id': 'not a token {}' } });
     expect(res.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
     await until(() => s.lines.length > 0);
-    expect(s.lines[0]).toMatchObject({ level: 40, msg: 'request errored', res: { statusCode: 503 }, err: { message: 'failed with status code 503' } });
+    expect(s.lines[0]).toMatchObject({ level: 40, msg: 'request completed', res: { statusCode: 502 } });
+    expect(s.lines[0]).not.toHaveProperty('err');
+  });
+
+  it('/healthz and /readyz probes are not logged at info (readiness changes have their own line)', async () => {
+    const s = await serve((req, res) => {
+      res.writeHead(req.url === '/readyz' ? 503 : 200);
+      res.end();
+    });
+    server = s.server;
+    for (const path of ['/healthz', '/readyz', '/readyz', '/v2/']) await fetch(`${s.url}${path}`);
+    await until(() => s.lines.length > 0);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(s.lines.map((l) => l.req && (l.req as { path: string }).path)).toEqual(['/v2/']);
   });
 
   it('a client that goes away before the answer is logged as "request aborted"', async () => {
@@ -117,5 +131,27 @@ describe('access log (pino-http format, written directly)', () => {
     expect(s.lines).toHaveLength(1);
     s.log.flush();
     expect(s.lines).toHaveLength(1);
+  });
+
+  it('log.format pretty: lines batched in one write are each prettified', async () => {
+    let text = '';
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        text += chunk.toString('utf8');
+        done();
+      },
+    });
+    const logger = await createServerLogger({ level: 'info', requests: true, format: 'pretty' }, { name: 'registry-redirect' }, { destination: sink });
+    const log = accessLog(logger)!;
+    server = http.createServer({ ServerResponse: log.ServerResponse }, (_req, res) => {
+      res.writeHead(307, { Location: 'https://storage.example/x' });
+      res.end();
+    });
+    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    await Promise.all(['a', 'b', 'c'].map((id) => fetch(`${url}/v2/x/blobs/${id}`, { redirect: 'manual', headers: { 'X-Request-Id': `pretty-${id}` } })));
+    await until(() => (text.match(/request completed/g) ?? []).length === 3);
+    expect(text.match(/request completed/g)).toHaveLength(3);
+    expect(text).not.toContain('{"level"');
   });
 });
