@@ -47,4 +47,5 @@ export type {
   Timeouts,
   TokenAlgorithm,
   TokenAuthOptions,
+  UpstreamTlsOptions,
 } from './types.js';

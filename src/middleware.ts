@@ -6,7 +6,7 @@ import { createProxyAuthorizer } from './authorize/proxy.js';
 import type { AuthOutcome, Authorizer, Grant } from './authorize/types.js';
 import { parseCidrList, parseIp } from './client-ip.js';
 import { RegistryRedirectError, sendOciError } from './errors.js';
-import { createForwardedHeaders } from './forwarded.js';
+import { createForwardedHeaders, requestHost } from './forwarded.js';
 import { errorForLog, silentLogger } from './log.js';
 import { countProxiedBytes, type FallbackReason } from './metrics.js';
 import { createPassThrough, pathForLog } from './proxy.js';
@@ -15,6 +15,7 @@ import { isPromiseLike } from './promise.js';
 import { parseBlobPath, parseManifestPath } from './routes.js';
 import { createRouting } from './routing.js';
 import { isSameHostOrSubdomain } from './same-host.js';
+import { upstreamAgentOptions, validateUpstreamTls } from './upstream-tls.js';
 import type {
   BlobTarget,
   Logger,
@@ -32,7 +33,7 @@ function validateOptions(options: RegistryRedirectOptions): void {
   if (options === null || typeof options !== 'object') {
     throw new RegistryRedirectError('CONFIG_INVALID', 'registryRedirect(options): options must be an object');
   }
-  const known = new Set(['upstream', 'signer', 'authorize', 'onSignerError', 'timeouts', 'logger', 'signers', 'rollout', 'trustedProxies', 'metrics', 'health', 'tokenAuth', 'decisionCache', 'acceptUpstreamRedirect', 'allowRedirectToRegistryHost']);
+  const known = new Set(['upstream', 'signer', 'authorize', 'onSignerError', 'timeouts', 'logger', 'signers', 'rollout', 'trustedProxies', 'metrics', 'health', 'tokenAuth', 'decisionCache', 'acceptUpstreamRedirect', 'allowRedirectToRegistryHost', 'upstreamTLS']);
   for (const key of Object.keys(options)) {
     if (!known.has(key)) {
       throw new RegistryRedirectError('CONFIG_INVALID', `registryRedirect: unknown option "${key}"; known options are ${[...known].join(', ')}`);
@@ -163,9 +164,12 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
   const observer = routing.observer;
 
   const upstream = options.upstream === undefined ? undefined : parseUpstream(options.upstream);
-  const agent = upstream
-    ? new (upstream.protocol === 'https:' ? https.Agent : http.Agent)({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64 })
-    : undefined;
+  validateUpstreamTls(options.upstreamTLS, upstream);
+  if (options.upstreamTLS?.rejectUnauthorized === false) {
+    logger.warn({ upstream: upstream?.origin }, 'upstream TLS certificate verification is OFF: anyone on the path to the upstream can answer the authorizing HEAD and read callers\' credentials');
+  }
+  const agentOptions = upstreamAgentOptions(options.upstreamTLS);
+  const agent = upstream ? new (upstream.protocol === 'https:' ? https.Agent : http.Agent)(agentOptions) : undefined;
   const trusted = parseCidrList(options.trustedProxies ?? [], 'trustedProxies');
   const forwarded = createForwardedHeaders(trusted);
   const allowRegistryHost = options.allowRedirectToRegistryHost === true;
@@ -195,7 +199,7 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
    * subdomain of the one it asked). A trusted front's `X-Forwarded-Host` names that host too.
    */
   function targetsRegistryHost(url: string, req: IncomingMessage): boolean {
-    if (isSameHostOrSubdomain(url, req.headers.host)) return true;
+    if (isSameHostOrSubdomain(url, requestHost(req))) return true;
     const forwardedHost = req.headers['x-forwarded-host'];
     if (typeof forwardedHost !== 'string' || trusted.size === 0) return false;
     const peer = req.socket?.remoteAddress;
@@ -288,7 +292,7 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
         if (!warnedSameHost.has(name)) {
           warnedSameHost.add(name);
           logger.warn(
-            { signer: name, storageHost: new URL(result.url).host, host: req.headers.host },
+            { signer: name, storageHost: new URL(result.url).host, host: requestHost(req) },
             'signed URL host is the registry host or a subdomain of it; clients would send their registry credentials there, so blobs are proxied (set allowRedirectToRegistryHost to redirect anyway)',
           );
         }

@@ -4,6 +4,7 @@ import { createProxyMiddleware } from 'http-proxy-middleware';
 import { sendOciError } from './errors.js';
 import { applyForwardedFields, type ForwardedHeaders } from './forwarded.js';
 import { errorForLog } from './log.js';
+import { upstreamFailureDetail } from './upstream-tls.js';
 import type { Logger } from './types.js';
 
 export interface PassThroughOptions {
@@ -62,7 +63,7 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
           if (timeout) {
             sendOciError(res, 504, 'UNAVAILABLE', 'upstream registry did not answer in time', { timeoutMs: opts.timeoutMs });
           } else {
-            sendOciError(res, 502, 'UNAVAILABLE', 'upstream registry unreachable', { reason: code || 'error' });
+            sendOciError(res, 502, 'UNAVAILABLE', 'upstream registry unreachable', upstreamFailureDetail(err));
           }
         });
       },

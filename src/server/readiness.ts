@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { httpStatus, type SignerHealth } from '../health.js';
+import type { UpstreamTlsOptions } from '../types.js';
 
 /** What `/readyz` reports. */
 export interface Readiness {
@@ -13,7 +14,7 @@ export interface Readiness {
 /** Options of {@link createReadinessHandler}. */
 export interface ReadinessOptions {
   /** The upstream and the breakers of the configuration currently serving (changes on reload). */
-  current(): { upstream: URL; health: SignerHealth };
+  current(): { upstream: URL; health: SignerHealth; upstreamTLS?: UpstreamTlsOptions | undefined };
   /** Upstream check timeout, milliseconds. Default 2 000. */
   timeoutMs?: number;
   /** Reuse an upstream check this long, milliseconds (load balancers probe often). Default 1 000. */
@@ -30,11 +31,11 @@ export function createReadinessHandler(opts: ReadinessOptions): (req: IncomingMe
   let cached: { href: string; at: number; ok: boolean } | undefined;
   let pending: { href: string; promise: Promise<boolean> } | undefined;
 
-  const upstreamReachable = (upstream: URL): Promise<boolean> => {
+  const upstreamReachable = (upstream: URL, tls: UpstreamTlsOptions | undefined): Promise<boolean> => {
     const href = new URL('v2/', upstream.href.endsWith('/') ? upstream.href : `${upstream.href}/`).href;
     if (cached && cached.href === href && Date.now() - cached.at < cacheMs) return Promise.resolve(cached.ok);
     if (pending && pending.href === href) return pending.promise;
-    const promise = httpStatus(href, { timeoutMs })
+    const promise = httpStatus(href, { timeoutMs, tls })
       .then((status) => status < 500)
       .catch(() => false)
       .then((ok) => {
@@ -47,8 +48,8 @@ export function createReadinessHandler(opts: ReadinessOptions): (req: IncomingMe
   };
 
   return (req, res) => {
-    const { upstream, health } = opts.current();
-    void upstreamReachable(upstream).then((reachable) => {
+    const { upstream, health, upstreamTLS } = opts.current();
+    void upstreamReachable(upstream, upstreamTLS).then((reachable) => {
       const signers: Record<string, 'healthy' | 'unhealthy'> = {};
       for (const [name, s] of Object.entries(health.status())) signers[name] = s.healthy ? 'healthy' : 'unhealthy';
       const ready = reachable && health.anyHealthy();

@@ -1,0 +1,69 @@
+import type { AgentOptions } from 'node:https';
+import { RegistryRedirectError } from './errors.js';
+import type { UpstreamTlsOptions } from './types.js';
+
+/** The keys of {@link UpstreamTlsOptions}: TLS settings an `https.Agent` takes, nothing else. */
+export const UPSTREAM_TLS_KEYS = ['ca', 'cert', 'key', 'passphrase', 'pfx', 'rejectUnauthorized', 'servername', 'minVersion', 'maxVersion', 'ciphers', 'checkServerIdentity'] as const;
+
+/** Checks `upstreamTLS` at construction: only TLS keys, only for an https upstream. */
+export function validateUpstreamTls(tls: unknown, upstream: URL | undefined): asserts tls is UpstreamTlsOptions | undefined {
+  if (tls === undefined) return;
+  if (tls === null || typeof tls !== 'object' || Array.isArray(tls)) {
+    throw new RegistryRedirectError('CONFIG_INVALID', 'registryRedirect: upstreamTLS must be an object such as { ca: readFileSync("upstream-ca.pem") }');
+  }
+  const known: readonly string[] = UPSTREAM_TLS_KEYS;
+  for (const key of Object.keys(tls)) {
+    if (!known.includes(key)) {
+      throw new RegistryRedirectError('CONFIG_INVALID', `registryRedirect: unknown upstreamTLS.${key}; known: ${known.join(', ')}`);
+    }
+  }
+  if (!upstream) {
+    throw new RegistryRedirectError('CONFIG_INVALID', 'registryRedirect: `upstreamTLS` needs `upstream` (proxy mode): it says how to trust the upstream registry');
+  }
+  if (upstream.protocol !== 'https:') {
+    throw new RegistryRedirectError('CONFIG_INVALID', `registryRedirect: upstreamTLS is set but upstream ${upstream.origin} is plain http; write an https:// upstream or drop upstreamTLS`);
+  }
+  const r = (tls as UpstreamTlsOptions).rejectUnauthorized;
+  if (r !== undefined && typeof r !== 'boolean') {
+    throw new RegistryRedirectError('CONFIG_INVALID', `registryRedirect: upstreamTLS.rejectUnauthorized must be true or false, got ${JSON.stringify(r)}`);
+  }
+}
+
+/**
+ * Options of the keep-alive agents that reach the upstream (authorizing HEAD and pass-through):
+ * connection pooling plus the caller's TLS trust (a private CA, a client certificate for mTLS).
+ * `rejectUnauthorized` is forced back to `true` unless explicitly `false`, so a spread of
+ * unrelated options can never turn verification off by accident.
+ */
+export function upstreamAgentOptions(tls: UpstreamTlsOptions | undefined): AgentOptions {
+  const base: AgentOptions = { keepAlive: true, maxSockets: 256, maxFreeSockets: 64 };
+  if (!tls) return base;
+  const out: AgentOptions = { ...base };
+  for (const key of UPSTREAM_TLS_KEYS) {
+    if (tls[key] !== undefined) (out as Record<string, unknown>)[key] = tls[key];
+  }
+  out.rejectUnauthorized = tls.rejectUnauthorized !== false;
+  return out;
+}
+
+// OpenSSL verification results and Node's TLS errors: what a private CA, an expired or misnamed
+// certificate, or https spoken to a plain-http port look like on the upstream socket.
+const TLS_CODE = /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_|HOSTNAME_MISMATCH|ERR_OSSL_)/;
+
+/**
+ * The `detail` of a 502 for an upstream that could not be reached. A TLS failure names its code
+ * and the fix, so "certificate signed by a private CA" is visible to whoever pulls, not only in
+ * the proxy's log.
+ */
+export function upstreamFailureDetail(err: unknown): { reason: string; tls?: string; hint?: string } {
+  const e = err as (NodeJS.ErrnoException & { cause?: unknown }) | undefined;
+  // The probe wraps the socket error in RegistryRedirectError; the pass-through gets it bare.
+  const inner = (e && !e.code && e.cause ? e.cause : e) as NodeJS.ErrnoException | undefined;
+  const reason = inner?.code || (e instanceof RegistryRedirectError ? undefined : e?.code) || 'error';
+  if (!TLS_CODE.test(reason) && reason !== 'EPROTO') return { reason };
+  return {
+    reason,
+    tls: inner?.message ?? reason,
+    hint: 'the upstream\'s TLS certificate is not trusted: set upstreamTLS.ca to the CA that signed it (or NODE_EXTRA_CA_CERTS)',
+  };
+}
