@@ -1,4 +1,5 @@
 import http from 'node:http';
+import type http2 from 'node:http2';
 import { prometheusMetrics, type PrometheusMetrics } from '../metrics.js';
 import { registryRedirect } from '../middleware.js';
 import type { Logger, Signer } from '../types.js';
@@ -8,12 +9,14 @@ import type { ServerConfig } from './config.js';
 import { accessLogger, listenOn, startMetricsServer } from './observability.js';
 import { createReadinessHandler } from './readiness.js';
 import { createConfigReloader, createHotMiddleware, type ReloadResult } from './reload.js';
+import { createTlsReloader, createTlsServer, loadTlsMaterial, type TlsReloadResult } from './tls.js';
 
 const HEALTH_BODY = '{"status":"ok"}';
 
 export interface RunningServer {
-  readonly server: http.Server;
-  /** `http://host:port` the server listens on. */
+  /** The listener: `http.Server`, or with `tls:` an HTTP/2 secure server that also speaks HTTP/1.1. */
+  readonly server: http.Server | http2.Http2SecureServer;
+  /** `http://host:port` (`https://` with `tls:`) the server listens on. */
   readonly url: string;
   /** Stop accepting, let in-flight requests finish (bounded by `timeouts.shutdown`), then close. */
   close(): Promise<void>;
@@ -21,8 +24,12 @@ export interface RunningServer {
   readonly metricsUrl?: string | undefined;
   /** The Prometheus metrics, when `metrics:` is configured. */
   readonly metrics?: PrometheusMetrics | undefined;
-  /** Reads the config file again and applies it (what SIGHUP does); rejected if invalid or no file. */
-  reload(trigger?: string): Promise<ReloadResult>;
+  /**
+   * What SIGHUP does: reads the config file again and applies it (rejected if invalid or no file),
+   * and with `tls:` reads the certificate files again (`tls` says how that went, independently:
+   * a bad certificate never blocks a config change, nor the other way round).
+   */
+  reload(trigger?: string): Promise<ReloadResult & { tls?: TlsReloadResult }>;
 }
 
 /** Options of {@link startServer}. */
@@ -62,45 +69,54 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
         decisionCache: c.authorize.cache,
         acceptUpstreamRedirect: c.authorize.acceptUpstreamRedirect,
         allowRedirectToRegistryHost: c.allowRedirectToRegistryHost,
+        upstreamTLS: c.upstreamTLS,
         timeouts: { authorize: c.timeouts.authorize, upstream: c.timeouts.upstream, signer: c.timeouts.signer },
         logger,
       }),
     config,
     logger,
   );
-  const readyz = createReadinessHandler({ current: () => ({ upstream: hot.current().config.upstream, health: hot.current().middleware.health }) });
+  const readyz = createReadinessHandler({
+    current: () => ({ upstream: hot.current().config.upstream, health: hot.current().middleware.health, upstreamTLS: hot.current().config.upstreamTLS }),
+  });
   const metricsPath = config.metrics && !config.metrics.listen ? config.metrics.path : undefined;
   const logRequest = config.log.requests ? accessLogger(logger) : undefined;
 
-  const server = http.createServer(
-    {
-      // Slow clients are bounded while sending headers; bodies (multi-GiB layer uploads) are not.
-      headersTimeout: config.timeouts.headers,
-      requestTimeout: 0,
-      connectionsCheckingInterval: connectionsCheckInterval(config.timeouts.headers),
-      keepAliveTimeout: 5_000,
-    },
-    (req, res) => {
-      logRequest?.(req, res);
-      if (req.url === '/healthz' && (req.method === 'GET' || req.method === 'HEAD')) {
-        res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': HEALTH_BODY.length, 'Cache-Control': 'no-store' });
-        res.end(req.method === 'GET' ? HEALTH_BODY : undefined);
-        return;
-      }
-      if (req.url === '/readyz' && (req.method === 'GET' || req.method === 'HEAD')) {
-        readyz(req, res);
-        return;
-      }
-      if (metricsPath !== undefined && metrics && req.url === metricsPath) {
-        metrics.handler(req, res);
-        return;
-      }
-      hot.handle(req, res);
-    },
-  );
+  const handle = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    logRequest?.(req, res);
+    if (req.url === '/healthz' && (req.method === 'GET' || req.method === 'HEAD')) {
+      res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': HEALTH_BODY.length, 'Cache-Control': 'no-store' });
+      res.end(req.method === 'GET' ? HEALTH_BODY : undefined);
+      return;
+    }
+    if (req.url === '/readyz' && (req.method === 'GET' || req.method === 'HEAD')) {
+      readyz(req, res);
+      return;
+    }
+    if (metricsPath !== undefined && metrics && req.url === metricsPath) {
+      metrics.handler(req, res);
+      return;
+    }
+    hot.handle(req, res);
+  };
+  const http1 = {
+    // Slow clients are bounded while sending headers; bodies (multi-GiB layer uploads) are not.
+    headersTimeout: config.timeouts.headers,
+    requestTimeout: 0,
+    connectionsCheckingInterval: connectionsCheckInterval(config.timeouts.headers),
+    keepAliveTimeout: 5_000,
+  };
+  const tlsMaterial = config.tls && loadTlsMaterial(config.tls);
+  const secure = config.tls && tlsMaterial ? createTlsServer(config.tls, tlsMaterial, http1, config.timeouts.headers, handle) : undefined;
+  const server: http.Server | http2.Http2SecureServer = secure?.server ?? http.createServer(http1, handle);
+  const connections = secure?.connections ?? {
+    closeIdle: () => (server as http.Server).closeIdleConnections(),
+    closeAll: () => (server as http.Server).closeAllConnections(),
+  };
   server.on('clientError', answerClientError);
 
-  const url = await listenOn(server, config.listen);
+  const listened = await listenOn(server, config.listen);
+  const url = secure ? listened.replace(/^http:/, 'https:') : listened;
   let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
   try {
     metricsServer = metrics && config.metrics?.listen && options.metricsListener !== false ? await startMetricsServer(metrics, config.metrics.listen, config.metrics.path) : undefined;
@@ -112,6 +128,8 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
   const reloader = options.configPath
     ? createConfigReloader({ path: options.configPath, hot, logger, metrics, env: options.env, watch: config.reload.watch })
     : undefined;
+  const tlsReloader =
+    config.tls && tlsMaterial && secure ? createTlsReloader({ server: secure.server, config: config.tls, initial: tlsMaterial, logger, watch: config.reload.watch }) : undefined;
 
   let closing: Promise<void> | undefined;
   return {
@@ -119,22 +137,27 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     url,
     metricsUrl: metricsServer?.url,
     metrics,
-    reload: (trigger = 'manual') => (reloader ? reloader.reload(trigger) : Promise.resolve({ ok: false, error: 'no config file to reload' })),
+    async reload(trigger = 'manual') {
+      const tls = tlsReloader?.reload(trigger);
+      const result: ReloadResult = reloader ? await reloader.reload(trigger) : { ok: false, error: 'no config file to reload' };
+      return tls ? { ...result, tls } : result;
+    },
     close() {
       closing ??= (async () => {
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-        server.closeIdleConnections();
+        connections.closeIdle();
         let timer: NodeJS.Timeout | undefined;
         const deadline = new Promise<'timeout'>((resolve) => {
           timer = setTimeout(() => resolve('timeout'), config.timeouts.shutdown);
         });
         if ((await Promise.race([closed, deadline])) === 'timeout') {
           logger.warn({ timeoutMs: config.timeouts.shutdown }, 'shutdown timeout: closing remaining connections');
-          server.closeAllConnections();
+          connections.closeAll();
           await closed;
         }
         clearTimeout(timer);
         reloader?.close();
+        tlsReloader?.close();
         await metricsServer?.close();
         await hot.close();
       })();
