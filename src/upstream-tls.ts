@@ -46,24 +46,27 @@ export function upstreamAgentOptions(tls: UpstreamTlsOptions | undefined): Agent
   return out;
 }
 
-// OpenSSL verification results and Node's TLS errors: what a private CA, an expired or misnamed
-// certificate, or https spoken to a plain-http port look like on the upstream socket.
-const TLS_CODE = /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_|HOSTNAME_MISMATCH|ERR_OSSL_)/;
+// OpenSSL's verification results (as Node names them) and Node's own TLS errors: what a private
+// CA, an expired or misnamed certificate, or https spoken to a plain-http port look like.
+const TLS_CODE = /^(ERR_TLS_|ERR_SSL_|ERR_OSSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_|HOSTNAME_MISMATCH$|INVALID_CA$|INVALID_PURPOSE$|PATH_LENGTH_EXCEEDED$|EPROTO$)/;
+const UNTRUSTED = /^(UNABLE_TO_GET_ISSUER_CERT|UNABLE_TO_GET_ISSUER_CERT_LOCALLY|UNABLE_TO_VERIFY_LEAF_SIGNATURE|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|CERT_UNTRUSTED)$/;
+
+function tlsHint(code: string): string {
+  if (UNTRUSTED.test(code)) return 'the upstream\'s certificate is not signed by a trusted CA: set upstreamTLS.ca to the CA that signed it (library: upstreamTLS: { ca }), or NODE_EXTRA_CA_CERTS';
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID' || code === 'HOSTNAME_MISMATCH') return 'the upstream\'s certificate does not name the host in `upstream`: write the name it was issued for';
+  if (code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID') return 'the upstream\'s certificate is outside its validity period: renew it (or check the clocks)';
+  return 'the TLS handshake with the upstream failed: check that `upstream` is an https port and upstreamTLS (CA, client certificate) matches the upstream\'s TLS settings';
+}
 
 /**
  * The `detail` of a 502 for an upstream that could not be reached. A TLS failure names its code
  * and the fix, so "certificate signed by a private CA" is visible to whoever pulls, not only in
- * the proxy's log.
+ * the proxy's log. Nothing secret is in it: the upstream's certificate is public.
  */
 export function upstreamFailureDetail(err: unknown): { reason: string; tls?: string; hint?: string } {
-  const e = err as (NodeJS.ErrnoException & { cause?: unknown }) | undefined;
-  // The probe wraps the socket error in RegistryRedirectError; the pass-through gets it bare.
-  const inner = (e && !e.code && e.cause ? e.cause : e) as NodeJS.ErrnoException | undefined;
-  const reason = inner?.code || (e instanceof RegistryRedirectError ? undefined : e?.code) || 'error';
-  if (!TLS_CODE.test(reason) && reason !== 'EPROTO') return { reason };
-  return {
-    reason,
-    tls: inner?.message ?? reason,
-    hint: 'the upstream\'s TLS certificate is not trusted: set upstreamTLS.ca to the CA that signed it (or NODE_EXTRA_CA_CERTS)',
-  };
+  // The probe wraps the socket error in RegistryRedirectError; pass-through gets it bare.
+  const inner = (err instanceof RegistryRedirectError ? err.cause : err) as NodeJS.ErrnoException | undefined;
+  const reason = inner?.code || 'error';
+  if (!TLS_CODE.test(reason)) return { reason };
+  return { reason, tls: inner?.message ?? reason, hint: tlsHint(reason) };
 }

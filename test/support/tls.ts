@@ -35,6 +35,17 @@ function openssl(args: string[], cwd: string): void {
   execFileSync('openssl', args, { cwd, stdio: ['ignore', 'ignore', 'pipe'], timeout: 20_000 });
 }
 
+/** A self-signed server certificate (no CA), for `DEPTH_ZERO_SELF_SIGNED_CERT`. */
+export function makeSelfSigned(dir: string, name = 'self-signed'): IssuedCert {
+  const out = { cert: join(dir, `${name}.crt`), key: join(dir, `${name}.key`) };
+  openssl(
+    ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', out.key, '-out', out.cert, '-days', '2', '-subj', `/CN=${name}`,
+      '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost', '-addext', 'keyUsage=critical,digitalSignature', '-addext', 'extendedKeyUsage=serverAuth'],
+    dir,
+  );
+  return out;
+}
+
 /** Make a CA named `name` (its CN) in a fresh temp dir, or in `dir`. */
 export function makeTestCa(name = 'registry-redirect test CA', dir = mkdtempSync(join(tmpdir(), 'rr-pki-'))): TestCa {
   const file = (base: string) => join(dir, base);
