@@ -23,6 +23,20 @@ export type PassThrough = (req: IncomingMessage, res: ServerResponse) => void;
 
 const TIMEOUT_CODES = new Set(['ETIMEDOUT', 'ESOCKETTIMEDOUT', 'UND_ERR_HEADERS_TIMEOUT']);
 
+const CONNECTION_SPECIFIC = ['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade'];
+
+/**
+ * Removes the connection-specific headers HTTP/2 forbids in a response (RFC 9113 8.2.2), and the
+ * ones the upstream's `Connection` names. httpxy drops only `connection` and `transfer-encoding`
+ * for HTTP/2 clients; any other one left in (Node's own HTTP servers send `Keep-Alive:
+ * timeout=5`) makes Node reset the client's stream with INTERNAL_ERROR instead of answering.
+ */
+export function stripConnectionHeaders(headers: http.IncomingHttpHeaders): void {
+  const named = headers.connection;
+  if (typeof named === 'string') for (const token of named.split(',')) delete headers[token.trim().toLowerCase()];
+  for (const name of CONNECTION_SPECIFIC) delete headers[name];
+}
+
 /**
  * Streams a request to the upstream and its response back, byte for byte (http-proxy-middleware).
  * `Host` is kept and the `X-Forwarded-*` headers are this proxy's own (`forwarded`), so the registry
@@ -46,6 +60,9 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
       (proxyServer) => {
         proxyServer.on('proxyReq', (proxyReq, req) => {
           proxyReq.once('timeout', () => timedOut.add(req));
+        });
+        proxyServer.on('proxyRes', (proxyRes, req) => {
+          if (req.httpVersionMajor >= 2) stripConnectionHeaders(proxyRes.headers);
         });
         const onUpstreamResponse = opts.onUpstreamResponse;
         if (onUpstreamResponse) proxyServer.on('proxyRes', (proxyRes, req) => onUpstreamResponse(req, proxyRes.statusCode ?? 0));
