@@ -107,6 +107,9 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     keepAliveTimeout: 5_000,
   };
   const tlsMaterial = config.tls && loadTlsMaterial(config.tls);
+  if (config.tls && tlsMaterial) {
+    logger.info({ certificate: tlsMaterial.summary, clientCA: config.tls.clientCA !== undefined, minVersion: config.tls.minVersion }, 'serving HTTPS (HTTP/2 and HTTP/1.1)');
+  }
   const secure = config.tls && tlsMaterial ? createTlsServer(config.tls, tlsMaterial, http1, config.timeouts.headers, handle) : undefined;
   const server: http.Server | http2.Http2SecureServer = secure?.server ?? http.createServer(http1, handle);
   const connections = secure?.connections ?? {
