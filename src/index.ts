@@ -4,6 +4,9 @@ export { s3Signer, type S3SignerOptions } from './signers/s3.js';
 export { gcsSigner, type GcsSignerOptions } from './signers/gcs.js';
 export { cloudfrontSigner, type CloudFrontSignerOptions } from './signers/cloudfront.js';
 export { hmacSigner, HMAC_PRESETS, type HmacSignerOptions, type HmacAlgorithm, type HmacPreset, type TokenEncoding } from './signers/hmac.js';
+export { originSigner, ORIGIN_PATH_PREFIX, type OriginSigner, type OriginSignerOptions, type OriginDescriptor, type OriginToken } from './signers/origin.js';
+export { createOriginHandler, type OriginHandler, type OriginHandlerOptions } from './origin/server.js';
+export { hmacTokenVerifier, type HmacTokenVerifier, type TokenVerdict } from './signers/hmac.js';
 export { defineSigner } from './signers/define.js';
 export { cachedSigner, type CachedSignerOptions, type CacheResult } from './signers/cache.js';
 export type { LayoutOptions } from './signers/common.js';
@@ -21,6 +24,7 @@ export {
   type RolloutPolicy,
   type RolloutRule,
 } from './rollout.js';
+export type { PushAction, PushOptions, PushRule, UploadAction, UploadReason } from './push.js';
 export { createClientIpResolver, type ClientAddress, type ClientIpResolver } from './client-ip.js';
 export {
   prometheusMetrics,

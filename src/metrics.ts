@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { UploadAction } from './push.js';
 import type { CacheResult } from './signers/cache.js';
 
 /** What happened to an authorized blob GET (label `action`). */
@@ -49,6 +50,10 @@ export interface RedirectObserver {
   probe?(signer: string, ok: boolean): void;
   /** A signed-URL cache lookup (wire `cachedSigner`'s `onResult` here). */
   cacheResult?(signer: string, result: CacheResult): void;
+  /** Origin mode: one answered origin request (status 200, 206, 304, 403, 404, 405, 416) and the body bytes sent. */
+  origin?(status: number, bytes: number): void;
+  /** One per upload-start POST seen with `push` configured: what was done with it, and why (see `UploadReason`). */
+  upload?(action: UploadAction, reason: string): void;
 }
 
 /** An observer with every method present (the middleware's internal form). */
@@ -69,6 +74,8 @@ export function completeObserver(observer: RedirectObserver | undefined): Comple
     signerHealth: bind('signerHealth'),
     probe: bind('probe'),
     cacheResult: bind('cacheResult'),
+    origin: bind('origin'),
+    upload: bind('upload'),
   };
 }
 
@@ -166,6 +173,23 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
     labelNames: ['signer', 'result'] as const,
     registers,
   });
+  const originResponses = new Counter({
+    name: 'registry_redirect_origin_responses_total',
+    help: 'Origin mode: requests the origin answered, by status (200, 206, 304, 403, 404, 405, 416).',
+    labelNames: ['status'] as const,
+    registers,
+  });
+  const originBytes = new Counter({
+    name: 'registry_redirect_origin_bytes_total',
+    help: 'Origin mode: blob body bytes the origin sent (200 and 206 responses that finished).',
+    registers,
+  });
+  const uploads = new Counter({
+    name: 'registry_redirect_upload_decisions_total',
+    help: 'Upload-start POSTs with push steering configured, by action (steer, redirect, proxy, shadow) and reason (rule, default, mount, monolithic, not_accepted, unexpected_location).',
+    labelNames: ['action', 'reason'] as const,
+    registers,
+  });
   const reloads = new Counter({
     name: 'registry_redirect_config_reloads_total',
     help: 'Configuration reloads by result (success, failure).',
@@ -199,6 +223,11 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
     },
     probe: (signer, ok) => probes.inc({ signer, result: ok ? 'ok' : 'error' }),
     cacheResult: (signer, result) => cache.inc({ signer, result }),
+    origin: (status, n) => {
+      originResponses.inc({ status: String(status) });
+      if (Number.isFinite(n) && n > 0) originBytes.inc(n);
+    },
+    upload: (action, reason) => uploads.inc({ action, reason }),
     reloaded: (ok) => {
       reloads.inc({ result: ok ? 'success' : 'failure' });
       if (ok) lastReload.set(Date.now() / 1_000);

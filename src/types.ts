@@ -3,6 +3,7 @@ import type { AgentOptions } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { SignerHealth, SignerHealthOptions } from './health.js';
 import type { RedirectObserver } from './metrics.js';
+import type { PushOptions } from './push.js';
 import type { RolloutPolicy } from './rollout.js';
 
 /**
@@ -274,6 +275,12 @@ export interface RegistryRedirectOptions {
    * signer failures -> unhealthy, traffic falls back per `onSignerError`, retried after 30 s), no probe.
    */
   health?: SignerHealthOptions;
+  /**
+   * Push steering (proxy mode only): upload sessions go straight to the registry's direct write
+   * address, so layer bytes never pass through this proxy. Default: off (uploads stream through).
+   * See {@link PushOptions}. Example `{ endpoint: 'https://registry-direct.example.com' }`.
+   */
+  push?: PushOptions;
 }
 
 /** Connect/Express-style middleware typed on `node:http`. */

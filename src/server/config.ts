@@ -8,6 +8,8 @@ import type { Signer } from '../types.js';
 import { buildRolloutConfig, type RolloutConfig } from './rollout-config.js';
 import { authorizeFromConfig, type AuthorizeConfig } from './authorize-config.js';
 import { buildCacheConfig, cacheBlock, type CacheConfig } from './cache-config.js';
+import { buildPushConfig } from './push-config.js';
+import type { PushOptions } from '../push.js';
 import { signerFromConfig } from './signer-config.js';
 import { parseConfigPart } from './validate.js';
 import { tlsFromConfig, upstreamTlsFromConfig, type TlsServerConfig } from './tls.js';
@@ -57,6 +59,8 @@ const fileSchema = z
     health: z.unknown().optional(),
     metrics: z.unknown().optional(),
     reload: z.unknown().optional(),
+    // Validated in push-config.ts with the middleware's own compiler.
+    push: z.unknown().optional(),
   })
   .strict();
 
@@ -81,6 +85,8 @@ export interface ServerConfig extends Omit<RolloutConfig, 'metrics'> {
   log: { level: (typeof LOG_LEVELS)[number]; requests: boolean };
   /** `metrics:`; undefined -> no metrics. `listen` undefined -> served on the main listener at `path`. */
   metrics: { listen: { host: string; port: number } | undefined; path: string; defaultMetrics: boolean } | undefined;
+  /** `push:` (upload sessions steered to the write endpoint); undefined -> uploads stream through. */
+  push: PushOptions | undefined;
 }
 
 const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
@@ -142,10 +148,12 @@ export function buildConfig(raw: unknown): ServerConfig {
     shutdown: ms(t.shutdown, 'shutdown', 10_000),
     headers: ms(t.headers, 'headers', 60_000),
   };
-  const signer = signerFromConfig(file.signer, 'signer', { expiryMs });
+  const signer = signerFromConfig(file.signer, 'signer', { expiryMs, listen });
   let extra: RolloutConfig;
+  let push: PushOptions | undefined;
   try {
-    extra = buildRolloutConfig(file, { expiryMs });
+    extra = buildRolloutConfig(file, { expiryMs, listen });
+    push = buildPushConfig(file.push, extra.trustedProxies);
   } catch (err) {
     void signer.close?.();
     throw err;
@@ -164,6 +172,7 @@ export function buildConfig(raw: unknown): ServerConfig {
     onSignerError: file.onSignerError ?? 'proxy',
     timeouts,
     authorize: authorizeFromConfig(file.authorize),
+    push,
     allowRedirectToRegistryHost: file.allowRedirectToRegistryHost ?? false,
     log: { level: file.log?.level ?? 'info', requests: file.log?.requests ?? true },
   };

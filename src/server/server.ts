@@ -1,12 +1,15 @@
 import http from 'node:http';
 import type http2 from 'node:http2';
 import { prometheusMetrics, type PrometheusMetrics } from '../metrics.js';
+import { createOriginHandler, sharedHostWarning, type OriginHandler } from '../origin/server.js';
+import { isOriginSigner } from '../signers/origin.js';
 import { registryRedirect } from '../middleware.js';
 import type { Logger, Signer } from '../types.js';
 import { withCache } from './cache-config.js';
 import { answerClientError, connectionsCheckInterval } from './client-errors.js';
 import type { ServerConfig } from './config.js';
 import { accessLogger, listenOn, startMetricsServer } from './observability.js';
+import { PROBE_HEADER, assertWriteEndpoint } from './push-config.js';
 import { createReadinessHandler } from './readiness.js';
 import { createConfigReloader, createHotMiddleware, type ReloadResult } from './reload.js';
 import { createTlsReloader, createTlsServer, loadTlsMaterial, type TlsReloadResult } from './tls.js';
@@ -22,6 +25,10 @@ export interface RunningServer {
   close(): Promise<void>;
   /** `http://host:port` of the separate metrics listener (`metrics.listen`), if any. */
   readonly metricsUrl?: string | undefined;
+  /** `http://host:port` of each separate origin listener (`signer.origin.listen`). */
+  readonly originUrls: readonly string[];
+  /** The separate origin listeners, in the order of {@link originUrls}. */
+  readonly originServers: readonly http.Server[];
   /** The Prometheus metrics, when `metrics:` is configured. */
   readonly metrics?: PrometheusMetrics | undefined;
   /**
@@ -71,11 +78,29 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
         allowRedirectToRegistryHost: c.allowRedirectToRegistryHost,
         upstreamTLS: c.upstreamTLS,
         timeouts: { authorize: c.timeouts.authorize, upstream: c.timeouts.upstream, signer: c.timeouts.signer },
+        push: c.push,
         logger,
       }),
     config,
     logger,
   );
+  // Origin mode: the handlers of a configuration are built once, on its first request.
+  const originHandlers = new WeakMap<ServerConfig, { listen: string | undefined; handle: OriginHandler }[]>();
+  const originsOf = (c: ServerConfig) => {
+    let handlers = originHandlers.get(c);
+    if (!handlers) {
+      handlers = [c.signer, ...Object.values(c.signers ?? {})].filter(isOriginSigner).map((s) => ({
+        listen: s.origin.listen && `${s.origin.listen.host}:${s.origin.listen.port}`,
+        handle: createOriginHandler(s.origin, { metrics, logger }),
+      }));
+      originHandlers.set(c, handlers);
+    }
+    return handlers;
+  };
+  for (const s of [config.signer, ...Object.values(config.signers ?? {})].filter(isOriginSigner)) {
+    const warning = sharedHostWarning(s.origin, config.listen);
+    if (warning) logger.warn({ origin: s.origin.baseUrl }, warning);
+  }
   const readyz = createReadinessHandler({
     current: () => ({ upstream: hot.current().config.upstream, health: hot.current().middleware.health, upstreamTLS: hot.current().config.upstreamTLS }),
   });
@@ -84,6 +109,8 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
 
   const handle = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     logRequest?.(req, res);
+    // Lets the push endpoint check recognise this server (see push-config.ts).
+    if (req.headers[PROBE_HEADER] !== undefined) res.setHeader(PROBE_HEADER, 'registry-redirect');
     if (req.url === '/healthz' && (req.method === 'GET' || req.method === 'HEAD')) {
       res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': HEALTH_BODY.length, 'Cache-Control': 'no-store' });
       res.end(req.method === 'GET' ? HEALTH_BODY : undefined);
@@ -97,6 +124,7 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
       metrics.handler(req, res);
       return;
     }
+    for (const origin of originsOf(hot.current().config)) if (origin.listen === undefined && origin.handle(req, res)) return;
     hot.handle(req, res);
   };
   const http1 = {
@@ -118,15 +146,50 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
   };
   server.on('clientError', answerClientError);
 
+  // Separate origin listeners (signer.origin.listen): fixed at startup like the main one; a reload
+  // changes what they serve, not where.
+  const originListens = [...new Set(originsOf(config).flatMap((o) => (o.listen === undefined ? [] : [o.listen])))];
+  const originServers = originListens.map((listen) => {
+    const s = http.createServer({ headersTimeout: config.timeouts.headers, requestTimeout: 0, keepAliveTimeout: 5_000 }, (req, res) => {
+      logRequest?.(req, res);
+      const origin = originsOf(hot.current().config).find((o) => o.listen === listen);
+      if (origin?.handle(req, res)) return;
+      const body = '{"errors":[{"code":"BLOB_UNKNOWN","message":"not a blob this origin serves","detail":null}]}';
+      res.writeHead(404, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' });
+      res.end(body);
+    });
+    s.on('clientError', answerClientError);
+    return { listen, server: s };
+  });
+
   const listened = await listenOn(server, config.listen);
   const url = secure ? listened.replace(/^http:/, 'https:') : listened;
   let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
+  const originUrls: string[] = [];
   try {
+    for (const o of originServers) {
+      const [, host = '', port = '0'] = /^(.*):(\d+)$/.exec(o.listen) ?? [];
+      originUrls.push(await listenOn(o.server, { host, port: Number(port) }));
+    }
     metricsServer = metrics && config.metrics?.listen && options.metricsListener !== false ? await startMetricsServer(metrics, config.metrics.listen, config.metrics.path) : undefined;
   } catch (err) {
     await new Promise((resolve) => server.close(resolve));
+    for (const o of originServers) if (o.server.listening) await new Promise((resolve) => o.server.close(resolve));
     await hot.close();
     throw err;
+  }
+  // Only now, with this server listening, can an endpoint that is this very proxy be recognised.
+  if (config.push) {
+    try {
+      await assertWriteEndpoint(config.push.endpoint, config.timeouts.authorize);
+    } catch (err) {
+      connections.closeAll();
+      await new Promise((resolve) => server.close(resolve));
+      for (const o of originServers) await new Promise((resolve) => o.server.close(resolve));
+      await metricsServer?.close();
+      await hot.close();
+      throw err;
+    }
   }
   const reloader = options.configPath
     ? createConfigReloader({ path: options.configPath, hot, logger, metrics, env: options.env, watch: config.reload.watch })
@@ -139,6 +202,8 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     server,
     url,
     metricsUrl: metricsServer?.url,
+    originUrls,
+    originServers: originServers.map((o) => o.server),
     metrics,
     async reload(trigger = 'manual') {
       const tls = tlsReloader?.reload(trigger);
@@ -147,8 +212,9 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     },
     close() {
       closing ??= (async () => {
-        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        const closed = Promise.all([server, ...originServers.map((o) => o.server)].map((s) => new Promise<void>((resolve) => s.close(() => resolve())))).then(() => undefined);
         connections.closeIdle();
+        for (const o of originServers) o.server.closeIdleConnections();
         let timer: NodeJS.Timeout | undefined;
         const deadline = new Promise<'timeout'>((resolve) => {
           timer = setTimeout(() => resolve('timeout'), config.timeouts.shutdown);
@@ -156,6 +222,7 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
         if ((await Promise.race([closed, deadline])) === 'timeout') {
           logger.warn({ timeoutMs: config.timeouts.shutdown }, 'shutdown timeout: closing remaining connections');
           connections.closeAll();
+          for (const o of originServers) o.server.closeAllConnections();
           await closed;
         }
         clearTimeout(timer);

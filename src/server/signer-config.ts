@@ -4,8 +4,10 @@ import { azureSigner } from '../signers/azure.js';
 import { cloudfrontSigner } from '../signers/cloudfront.js';
 import { gcsSigner } from '../signers/gcs.js';
 import { HMAC_PRESETS, hmacSigner } from '../signers/hmac.js';
+import { ORIGIN_PATH_PREFIX, listenUrl, originSigner } from '../signers/origin.js';
 import { s3Signer } from '../signers/s3.js';
 import type { Signer } from '../types.js';
+import { parseListen } from './config.js';
 import { parseConfigPart, suggestKey } from './validate.js';
 
 /** Settings every signer block inherits from the top level of the config. */
@@ -14,6 +16,8 @@ export interface SignerCommon {
   expiryMs: number;
   /** Clock for the signers, epoch milliseconds. Default `Date.now`; for tests. */
   now?: () => number;
+  /** The main listener, where an origin without its own `listen` or `baseUrl` is served. */
+  listen?: { host: string; port: number };
 }
 
 interface SignerKind {
@@ -95,6 +99,48 @@ const hmacBlock = z
   })
   .strict();
 
+const originBlock = z
+  .object({
+    root: text("the registry's storage root directory", '/var/lib/registry'),
+    key: text('the HMAC secret of the origin URLs', '${ORIGIN_KEY}'),
+    layout: layoutKeys.layout,
+    baseUrl: url('https://blobs.example.com').optional(),
+    listen: text('host:port of a separate origin listener', '127.0.0.2:15081').optional(),
+    token: z.enum(['hmac-sha256', 'cloudflare', 'nginx-secure-link', 'google-cdn'], { error: 'write hmac-sha256 (default), cloudflare, nginx-secure-link or google-cdn' }).optional(),
+    keyName: text('the key name configured at the CDN (google-cdn)', 'registry-key').optional(),
+    keyEncoding: z.enum(['utf8', 'base64', 'base64url', 'hex'], { error: 'write utf8 (default), base64, base64url or hex' }).optional(),
+    originSecretHeader: z
+      .object({ name: text('the header the CDN sets', 'X-Origin-Secret'), value: text('its secret value', '${ORIGIN_SHIELD_SECRET}') })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
+/**
+ * Origin mode: without `listen` and `baseUrl` the origin is served on the main listener under
+ * `/_origin`, which shares the registry's host name (see docs/signers.md for why that is only safe
+ * without registry auth or behind a CDN host name).
+ */
+function createOrigin(block: z.output<typeof originBlock>, common: SignerCommon) {
+  const { listen: listenText, ...rest } = block;
+  const listen = listenText === undefined ? undefined : parseListen(listenText, 'signer.origin.listen');
+  let baseUrl = rest.baseUrl;
+  if (baseUrl === undefined && listen === undefined) {
+    const main = common.listen;
+    if (!main || main.port === 0 || ['0.0.0.0', '::', ''].includes(main.host)) {
+      throw new RegistryRedirectError('CONFIG_INVALID', `signer.origin: write listen (a separate origin listener, e.g. "127.0.0.2:15081") or baseUrl (the URL clients reach the origin at); the main listener ${main ? `${main.host}:${main.port}` : ''} is no address clients can be sent to`);
+    }
+    baseUrl = `${listenUrl(main)}${ORIGIN_PATH_PREFIX}`;
+  }
+  if (listen === undefined && baseUrl !== undefined && !/^https?:\/\/[^/]+\/[^/]/.test(baseUrl)) {
+    throw new RegistryRedirectError('CONFIG_INVALID', `signer.origin.baseUrl: served on the main listener (no signer.origin.listen), the origin needs a path prefix apart from /v2/; write e.g. "${baseUrl.replace(/\/+$/, '')}${ORIGIN_PATH_PREFIX}"`);
+  }
+  if (listen === undefined && baseUrl !== undefined && /^\/v2(\/|$)/.test(new URL(baseUrl).pathname)) {
+    throw new RegistryRedirectError('CONFIG_INVALID', `signer.origin.baseUrl: the path /v2 belongs to the registry API; write another prefix, e.g. "${ORIGIN_PATH_PREFIX}"`);
+  }
+  return originSigner({ ...rest, ...(baseUrl !== undefined ? { baseUrl } : {}), ...(listen ? { listen } : {}), expiry: common.expiryMs / 1_000, ...(common.now ? { now: common.now } : {}) });
+}
+
 /** Every signer the config file can name under `signer:` / `signers.<name>:`, by block key. */
 export const SIGNER_KINDS: Readonly<Record<string, SignerKind>> = {
   azure: {
@@ -116,6 +162,10 @@ export const SIGNER_KINDS: Readonly<Record<string, SignerKind>> = {
   hmac: {
     schema: hmacBlock,
     create: (block: z.output<typeof hmacBlock>, common) => hmacSigner(withCommon(block, common)),
+  },
+  origin: {
+    schema: originBlock,
+    create: createOrigin,
   },
 };
 

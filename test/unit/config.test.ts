@@ -42,8 +42,10 @@ describe('config', () => {
     expect(config.timeouts).toEqual({ authorize: 10_000, upstream: 60_000, signer: 5_000, shutdown: 10_000, headers: 60_000 });
   });
 
-  it('the quick-start example config is valid', () => {
-    expect(() => loadConfig(new URL('../../examples/quickstart/proxy.yaml', import.meta.url).pathname, {})).not.toThrow();
+  it('the quick-start example config (origin mode) and the Azurite recipe\'s are valid', () => {
+    const quick = loadConfig(new URL('../../examples/quickstart/proxy.yaml', import.meta.url).pathname, { ORIGIN_KEY: 'a'.repeat(64) });
+    expect(quick.signer.name).toBe('origin');
+    expect(() => loadConfig(new URL('../../examples/azurite/proxy.yaml', import.meta.url).pathname, {})).not.toThrow();
   });
 
   it('names a missing environment variable and its key', () => {
