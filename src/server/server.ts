@@ -12,7 +12,7 @@ import { accessLogger, listenOn, startMetricsServer } from './observability.js';
 import { PROBE_HEADER, assertWriteEndpoint } from './push-config.js';
 import { createReadinessHandler } from './readiness.js';
 import { createConfigReloader, createHotMiddleware, type ReloadResult } from './reload.js';
-import { createTlsReloader, createTlsServer, loadTlsMaterial, type TlsReloadResult } from './tls.js';
+import { createListener, createTlsReloader, type TlsReloadResult } from './tls.js';
 
 const HEALTH_BODY = '{"status":"ok"}';
 
@@ -107,43 +107,39 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
   const metricsPath = config.metrics && !config.metrics.listen ? config.metrics.path : undefined;
   const logRequest = config.log.requests ? accessLogger(logger) : undefined;
 
-  const handle = (req: http.IncomingMessage, res: http.ServerResponse): void => {
-    logRequest?.(req, res);
-    // Lets the push endpoint check recognise this server (see push-config.ts).
-    if (req.headers[PROBE_HEADER] !== undefined) res.setHeader(PROBE_HEADER, 'registry-redirect');
-    if (req.url === '/healthz' && (req.method === 'GET' || req.method === 'HEAD')) {
-      res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': HEALTH_BODY.length, 'Cache-Control': 'no-store' });
-      res.end(req.method === 'GET' ? HEALTH_BODY : undefined);
-      return;
-    }
-    if (req.url === '/readyz' && (req.method === 'GET' || req.method === 'HEAD')) {
-      readyz(req, res);
-      return;
-    }
-    if (metricsPath !== undefined && metrics && req.url === metricsPath) {
-      metrics.handler(req, res);
-      return;
-    }
-    for (const origin of originsOf(hot.current().config)) if (origin.listen === undefined && origin.handle(req, res)) return;
-    hot.handle(req, res);
-  };
-  const http1 = {
-    // Slow clients are bounded while sending headers; bodies (multi-GiB layer uploads) are not.
-    headersTimeout: config.timeouts.headers,
-    requestTimeout: 0,
-    connectionsCheckingInterval: connectionsCheckInterval(config.timeouts.headers),
-    keepAliveTimeout: 5_000,
-  };
-  const tlsMaterial = config.tls && loadTlsMaterial(config.tls);
-  if (config.tls && tlsMaterial) {
-    logger.info({ certificate: tlsMaterial.summary, clientCA: config.tls.clientCA !== undefined, minVersion: config.tls.minVersion }, 'serving HTTPS (HTTP/2 and HTTP/1.1)');
+  const { server, connections, tls } = createListener(
+    config.tls,
+    {
+      // Slow clients are bounded while sending headers; bodies (multi-GiB layer uploads) are not.
+      headersTimeout: config.timeouts.headers,
+      requestTimeout: 0,
+      connectionsCheckingInterval: connectionsCheckInterval(config.timeouts.headers),
+      keepAliveTimeout: 5_000,
+    },
+    (req, res) => {
+      logRequest?.(req, res);
+      // Lets the push endpoint check recognise this server (see push-config.ts).
+      if (req.headers[PROBE_HEADER] !== undefined) res.setHeader(PROBE_HEADER, 'registry-redirect');
+      if (req.url === '/healthz' && (req.method === 'GET' || req.method === 'HEAD')) {
+        res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': HEALTH_BODY.length, 'Cache-Control': 'no-store' });
+        res.end(req.method === 'GET' ? HEALTH_BODY : undefined);
+        return;
+      }
+      if (req.url === '/readyz' && (req.method === 'GET' || req.method === 'HEAD')) {
+        readyz(req, res);
+        return;
+      }
+      if (metricsPath !== undefined && metrics && req.url === metricsPath) {
+        metrics.handler(req, res);
+        return;
+      }
+      for (const origin of originsOf(hot.current().config)) if (origin.listen === undefined && origin.handle(req, res)) return;
+      hot.handle(req, res);
+    },
+  );
+  if (config.tls && tls) {
+    logger.info({ certificate: tls.material.summary, clientCA: config.tls.clientCA !== undefined, minVersion: config.tls.minVersion }, 'serving HTTPS (HTTP/2 and HTTP/1.1)');
   }
-  const secure = config.tls && tlsMaterial ? createTlsServer(config.tls, tlsMaterial, http1, config.timeouts.headers, handle) : undefined;
-  const server: http.Server | http2.Http2SecureServer = secure?.server ?? http.createServer(http1, handle);
-  const connections = secure?.connections ?? {
-    closeIdle: () => (server as http.Server).closeIdleConnections(),
-    closeAll: () => (server as http.Server).closeAllConnections(),
-  };
   server.on('clientError', answerClientError);
 
   // Separate origin listeners (signer.origin.listen): fixed at startup like the main one; a reload
@@ -163,7 +159,7 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
   });
 
   const listened = await listenOn(server, config.listen);
-  const url = secure ? listened.replace(/^http:/, 'https:') : listened;
+  const url = tls ? listened.replace(/^http:/, 'https:') : listened;
   let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
   const originUrls: string[] = [];
   try {
@@ -195,7 +191,7 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     ? createConfigReloader({ path: options.configPath, hot, logger, metrics, env: options.env, watch: config.reload.watch })
     : undefined;
   const tlsReloader =
-    config.tls && tlsMaterial && secure ? createTlsReloader({ server: secure.server, config: config.tls, initial: tlsMaterial, logger, watch: config.reload.watch }) : undefined;
+    config.tls && tls ? createTlsReloader({ server: tls.server, config: config.tls, initial: tls.material, logger, watch: config.reload.watch }) : undefined;
 
   let closing: Promise<void> | undefined;
   return {
@@ -206,9 +202,9 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     originServers: originServers.map((o) => o.server),
     metrics,
     async reload(trigger = 'manual') {
-      const tls = tlsReloader?.reload(trigger);
+      const certificates = tlsReloader?.reload(trigger);
       const result: ReloadResult = reloader ? await reloader.reload(trigger) : { ok: false, error: 'no config file to reload' };
-      return tls ? { ...result, tls } : result;
+      return certificates ? { ...result, tls: certificates } : result;
     },
     close() {
       closing ??= (async () => {

@@ -1,5 +1,6 @@
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
+import http from 'node:http';
 import http2 from 'node:http2';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { basename, dirname } from 'node:path';
@@ -195,7 +196,7 @@ export interface Http1Settings {
 export function createTlsServer(
   config: TlsServerConfig,
   material: TlsMaterial,
-  http1: Http1Settings,
+  http1: http.ServerOptions & Http1Settings,
   idleMs: number,
   handler: (req: IncomingMessage, res: ServerResponse) => void,
 ): { server: http2.Http2SecureServer; connections: TlsConnections } {
@@ -257,6 +258,34 @@ export function createTlsServer(
 
 function sameBuffer(a: Buffer | undefined, b: Buffer | undefined): boolean {
   return a === undefined || b === undefined ? a === b : a.equals(b);
+}
+
+/** The main listener of `serve`, and how to stop its connections. */
+export interface Listener {
+  readonly server: http.Server | http2.Http2SecureServer;
+  readonly connections: TlsConnections;
+  /** With `tls:`: the secure server and the certificate it started with (for {@link createTlsReloader}). */
+  readonly tls?: { readonly server: http2.Http2SecureServer; readonly material: TlsMaterial } | undefined;
+}
+
+/**
+ * `http.createServer(options, handler)` without `tls:`; with it, {@link createTlsServer} with the
+ * same HTTP/1.1 settings for its fallback and `headersTimeout` as the HTTP/2 idle bound. The
+ * HTTP/1.1 fallback reads `options` as properties of the server, so only options that http.Server
+ * also exposes as properties (the timeouts, `maxHeadersCount`, ...) carry over to it.
+ */
+export function createListener(
+  tlsConfig: TlsServerConfig | undefined,
+  options: http.ServerOptions & Http1Settings,
+  handler: (req: IncomingMessage, res: ServerResponse) => void,
+): Listener {
+  if (!tlsConfig) {
+    const server = http.createServer(options, handler);
+    return { server, connections: { closeIdle: () => server.closeIdleConnections(), closeAll: () => server.closeAllConnections() } };
+  }
+  const material = loadTlsMaterial(tlsConfig);
+  const { server, connections } = createTlsServer(tlsConfig, material, options, options.headersTimeout, handler);
+  return { server, connections, tls: { server, material } };
 }
 
 /** What a TLS reload did. */
