@@ -1,5 +1,4 @@
 import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { parseDuration } from '../duration.js';
 import { RegistryRedirectError } from '../errors.js';
@@ -14,6 +13,7 @@ import { signerFromConfig } from './signer-config.js';
 import { parseConfigPart } from './validate.js';
 import { tlsFromConfig, upstreamTlsFromConfig, type TlsServerConfig } from './tls.js';
 import type { UpstreamTlsOptions } from '../types.js';
+import { parseConfigYaml } from './yaml-errors.js';
 
 const duration = (example: string) =>
   z.union([z.string(), z.number()], { error: `write a duration, e.g. "${example}"` });
@@ -186,11 +186,5 @@ export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): 
   } catch (cause) {
     throw new RegistryRedirectError('CONFIG_INVALID', `--config: cannot read ${path}: ${(cause as Error).message}`, { cause });
   }
-  let raw: unknown;
-  try {
-    raw = parseYaml(text);
-  } catch (cause) {
-    throw new RegistryRedirectError('CONFIG_INVALID', `${path}: not valid YAML: ${(cause as Error).message}`, { cause });
-  }
-  return buildConfig(expandEnv(raw, env));
+  return buildConfig(expandEnv(parseConfigYaml(text, path), env));
 }
