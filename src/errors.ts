@@ -5,6 +5,7 @@ export type ErrorCode =
   | 'CONFIG_INVALID'
   | 'UPSTREAM_UNREACHABLE'
   | 'UPSTREAM_TIMEOUT'
+  | 'AUTHORIZE_QUEUE_FULL'
   | 'SIGNER_FAILED'
   | 'SIGNER_TIMEOUT';
 
@@ -24,7 +25,7 @@ export function configError(message: string, cause?: unknown): never {
 }
 
 /** OCI distribution error codes this package emits. */
-export type OciErrorCode = 'UNAVAILABLE' | 'UNAUTHORIZED' | 'DENIED' | 'UNSUPPORTED';
+export type OciErrorCode = 'UNAVAILABLE' | 'UNAUTHORIZED' | 'DENIED' | 'UNSUPPORTED' | 'TOOMANYREQUESTS';
 
 /**
  * Writes an OCI error body `{"errors":[{"code","message","detail"}]}`. Never throws: when headers

@@ -40,6 +40,7 @@ export type {
   BlobLayout,
   BlobTarget,
   DecisionCacheOptions,
+  Limits,
   EmbeddedAuthorize,
   EmbeddedGrant,
   Logger,

@@ -30,15 +30,14 @@ export function validateUpstreamTls(tls: unknown, upstream: URL | undefined): as
 }
 
 /**
- * Options of the keep-alive agents that reach the upstream (authorizing HEAD and pass-through):
- * connection pooling plus the caller's TLS trust (a private CA, a client certificate for mTLS).
- * `rejectUnauthorized` is forced back to `true` unless explicitly `false`, so a spread of
- * unrelated options can never turn verification off by accident.
+ * The TLS part of the options of every agent that reaches the upstream (the authorizing HEAD's,
+ * pass-through's and uploads' pools): the caller's trust (a private CA, a client certificate for
+ * mTLS) and nothing about pooling. `rejectUnauthorized` is `true` unless explicitly `false`, so a
+ * spread of unrelated options can never turn verification off by accident.
  */
 export function upstreamAgentOptions(tls: UpstreamTlsOptions | undefined): AgentOptions {
-  const base: AgentOptions = { keepAlive: true, maxSockets: 256, maxFreeSockets: 64 };
-  if (!tls) return base;
-  const out: AgentOptions = { ...base };
+  if (!tls) return {};
+  const out: AgentOptions = {};
   for (const key of UPSTREAM_TLS_KEYS) {
     if (tls[key] !== undefined) (out as Record<string, unknown>)[key] = tls[key];
   }

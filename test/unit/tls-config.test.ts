@@ -83,9 +83,9 @@ describe.skipIf(!requireBinary('openssl'))('tls: and upstreamTLS: fail at start,
 });
 
 describe('upstreamTLS in the library', () => {
-  it('agent options: pooling always; TLS keys copied; verification only off when explicitly false', () => {
-    expect(upstreamAgentOptions(undefined)).toEqual({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64 });
-    expect(upstreamAgentOptions({ ca: 'PEM' })).toMatchObject({ keepAlive: true, ca: 'PEM', rejectUnauthorized: true });
+  it('agent options: only TLS keys copied; verification only off when explicitly false', () => {
+    expect(upstreamAgentOptions(undefined)).toEqual({});
+    expect(upstreamAgentOptions({ ca: 'PEM' })).toEqual({ ca: 'PEM', rejectUnauthorized: true });
     expect(upstreamAgentOptions({ rejectUnauthorized: false }).rejectUnauthorized).toBe(false);
   });
 
