@@ -10,6 +10,7 @@ import { answerClientError, connectionsCheckInterval } from './client-errors.js'
 import { applyMaxConnections } from './connection-limits.js';
 import type { ServerConfig } from './config.js';
 import { accessLogger, listenOn, startMetricsServer } from './observability.js';
+import { runPreflight, type PreflightTracker } from './preflight.js';
 import { PROBE_HEADER, assertWriteEndpoint } from './push-config.js';
 import { createReadinessHandler } from './readiness.js';
 import { createConfigReloader, createHotMiddleware, type ReloadResult } from './reload.js';
@@ -38,6 +39,8 @@ export interface RunningServer {
    * a bad certificate never blocks a config change, nor the other way round).
    */
   reload(trigger?: string): Promise<ReloadResult & { tls?: TlsReloadResult }>;
+  /** What the start's storage preflight found per signer (`preflight: off`: undefined). */
+  readonly preflight?: PreflightTracker | undefined;
 }
 
 /** Options of {@link startServer}. */
@@ -48,6 +51,8 @@ export interface StartServerOptions {
   env?: NodeJS.ProcessEnv;
   /** Start the `metrics.listen` listener. Default true; `serve --workers` workers leave it to the primary. */
   metricsListener?: boolean;
+  /** How often a signer whose storage did not answer at start is asked again, milliseconds. Default 10 000. */
+  preflightRetryMs?: number;
 }
 
 /**
@@ -58,6 +63,18 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
   const metrics = config.metrics ? prometheusMetrics({ defaultMetrics: config.metrics.defaultMetrics }) : undefined;
   // Credentials from default chains (AWS, Google ADC) resolve now: a missing one stops startup.
   await Promise.all([config.signer, ...Object.values(config.signers ?? {})].map((s) => s.ready?.()));
+  // One signed GET per signer for an object that cannot exist: a wrong key fails here, not on every
+  // pull. A reload is proven the same way before it is applied (see `prepare` below).
+  const prove = (c: ServerConfig): Promise<PreflightTracker | undefined> =>
+    c.preflight === 'off'
+      ? Promise.resolve(undefined)
+      : runPreflight([{ label: 'signer', signer: c.signer }, ...Object.entries(c.signers ?? {}).map(([name, signer]) => ({ label: `signers.${name}`, signer }))], {
+          mode: c.preflight,
+          logger,
+          timeoutMs: c.timeouts.signer,
+          ...(options.preflightRetryMs !== undefined ? { retryMs: options.preflightRetryMs } : {}),
+        });
+  let preflight = await prove(config);
   // Signed-URL cache per signer (per configuration: a reload starts fresh), counted per configured name.
   const cached = (name: string, signer: Signer, c: ServerConfig) =>
     withCache(signer, c.cache, metrics ? (result) => metrics.cacheResult(name, result) : undefined);
@@ -105,6 +122,8 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
   }
   const readyz = createReadinessHandler({
     current: () => ({ upstream: hot.current().config.upstream, health: hot.current().middleware.health, upstreamTLS: hot.current().config.upstreamTLS }),
+    storage: () => preflight?.results(),
+    logger,
   });
   const metricsPath = config.metrics && !config.metrics.listen ? config.metrics.path : undefined;
   const logRequest = config.log.requests ? accessLogger(logger) : undefined;
@@ -180,6 +199,7 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     await new Promise((resolve) => server.close(resolve));
     for (const o of originServers) if (o.server.listening) await new Promise((resolve) => o.server.close(resolve));
     await hot.close();
+    preflight?.close();
     throw err;
   }
   // Only now, with this server listening, can an endpoint that is this very proxy be recognised.
@@ -196,7 +216,24 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     }
   }
   const reloader = options.configPath
-    ? createConfigReloader({ path: options.configPath, hot, logger, metrics, env: options.env, watch: config.reload.watch })
+    ? createConfigReloader({
+        path: options.configPath,
+        hot,
+        logger,
+        metrics,
+        env: options.env,
+        watch: config.reload.watch,
+        async prepare(next) {
+          const proven = await prove(next);
+          return {
+            commit() {
+              preflight?.close();
+              preflight = proven;
+            },
+            abort: () => proven?.close(),
+          };
+        },
+      })
     : undefined;
   const tlsReloader =
     config.tls && tls ? createTlsReloader({ server: tls.server, config: config.tls, initial: tls.material, logger, watch: config.reload.watch }) : undefined;
@@ -209,6 +246,9 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     originUrls,
     originServers: originServers.map((o) => o.server),
     metrics,
+    get preflight() {
+      return preflight;
+    },
     async reload(trigger = 'manual') {
       const certificates = tlsReloader?.reload(trigger);
       const result: ReloadResult = reloader ? await reloader.reload(trigger) : { ok: false, error: 'no config file to reload' };
@@ -232,6 +272,7 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
         clearTimeout(timer);
         reloader?.close();
         tlsReloader?.close();
+        preflight?.close();
         await metricsServer?.close();
         await hot.close();
       })();

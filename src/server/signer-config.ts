@@ -37,15 +37,32 @@ const layoutKeys = {
   layout: z.enum(['distribution', 'oci-per-repo'], { error: 'write "distribution" (default) or "oci-per-repo"' }).optional(),
 };
 
+// The SDK decodes any string leniently (`not-base64!` becomes a key that signs garbage), so the
+// shape is checked here: whole base64 groups with the standard alphabet.
+const BASE64_KEY = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$/;
+
 const azureBlock = z
   .object({
     account: text('the storage account name', 'devstoreaccount1'),
-    accountKey: text('the base64 account key (or omit it to use managed identity)', '${AZURE_STORAGE_KEY}').optional(),
+    accountKey: text('the base64 account key (or omit it to use managed identity)', '${AZURE_STORAGE_KEY}')
+      .regex(BASE64_KEY, { error: 'not a base64 account key; write key1 or key2 of the storage account as shown by the portal or `az storage account keys list` (88 characters ending in "==")' })
+      .optional(),
     container: text('the container name', 'registry'),
     endpoint: z.url({ error: 'write the blob service URL, e.g. "https://myaccount.blob.core.windows.net"' }).optional(),
     ...layoutKeys,
   })
-  .strict();
+  .strict()
+  .superRefine((block, ctx) => {
+    // Without a key the SAS needs a user delegation key from Azure AD, whose bearer token the SDK
+    // sends over https only: on an http endpoint every signing would fail.
+    if (block.accountKey === undefined && block.endpoint?.startsWith('http:')) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['accountKey'],
+        message: `missing; ${block.endpoint} is plain http, where managed identity (user delegation SAS) cannot work; write the account key (Azurite: its well-known dev key) or use an https endpoint`,
+      });
+    }
+  });
 
 const s3Block = z
   .object({
