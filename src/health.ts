@@ -4,7 +4,7 @@ import { RegistryRedirectError, configError } from './errors.js';
 import { errorForLog } from './log.js';
 import type { CompleteObserver } from './metrics.js';
 import { isValidDigest, isValidRepositoryName } from './routes.js';
-import type { Logger, Signer } from './types.js';
+import type { Logger, Signer, UpstreamTlsOptions } from './types.js';
 
 /**
  * A storage probe: fetch one known blob through a fresh signed URL (`Range: bytes=0-0`, so only
@@ -116,7 +116,7 @@ export function validateHealthOptions(options: SignerHealthOptions | undefined, 
  * may well listen. Never follows redirects. Rejects on network errors and after `timeoutMs`;
  * `timeoutMessage` names the caller's whole budget when `timeoutMs` is only what is left of it.
  */
-export function httpStatus(url: string, opts: { headers?: Record<string, string>; timeoutMs: number; timeoutMessage?: string }): Promise<number> {
+export function httpStatus(url: string, opts: { headers?: Record<string, string>; timeoutMs: number; timeoutMessage?: string; tls?: UpstreamTlsOptions | undefined }): Promise<number> {
   return new Promise((resolve, reject) => {
     let target: URL;
     try {
@@ -126,7 +126,7 @@ export function httpStatus(url: string, opts: { headers?: Record<string, string>
       return;
     }
     const get = target.protocol === 'https:' ? https.get : http.get;
-    const req = get(target, { headers: opts.headers, agent: false }, (res) => {
+    const req = get(target, { ...opts.tls, headers: opts.headers, agent: false }, (res) => {
       clearTimeout(timer);
       res.resume();
       resolve(res.statusCode ?? 0);

@@ -52,4 +52,5 @@ export type {
   Timeouts,
   TokenAlgorithm,
   TokenAuthOptions,
+  UpstreamTlsOptions,
 } from './types.js';

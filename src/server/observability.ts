@@ -1,14 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { IncomingMessage, OutgoingHttpHeader, OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Server } from 'node:net';
 import { symbols as pinoSymbols, stdSerializers as pinoStdSerializers, type Logger as PinoLogger } from 'pino';
 import type { PrometheusMetrics } from '../metrics.js';
 import { pathForLog } from '../proxy.js';
 import type { Logger } from '../types.js';
 
 /** Binds `server` to `listen` (with `backlog`, else Node's default) and returns its `http://host:port`. */
-export async function listenOn(server: http.Server, listen: { host: string; port: number }, backlog?: number): Promise<string> {
+export async function listenOn(server: Server, listen: { host: string; port: number }, backlog?: number): Promise<string> {
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen({ port: listen.port, host: listen.host, ...(backlog === undefined ? {} : { backlog }) }, () => {
@@ -60,6 +60,12 @@ function isPino(logger: Logger): logger is Logger & PinoLogger {
 export interface AccessLog {
   /** For `http.createServer({ ServerResponse })`: every response it creates writes one line when it closes. */
   readonly ServerResponse: typeof ServerResponse;
+  /**
+   * For listeners whose response class cannot be replaced (the TLS listener serves HTTP/2, whose
+   * compatibility responses are not `http.ServerResponse`): call first for every request; it sets
+   * `X-Request-Id` and writes the same line when the response closes, at the cost of a listener.
+   */
+  logRequest(req: IncomingMessage, res: ServerResponse): void;
   /** Writes the lines not yet written (also done once per event-loop turn and at process exit). */
   flush(): void;
 }
@@ -261,5 +267,26 @@ export function accessLog(logger: Logger): AccessLog | undefined {
     }
   }
 
-  return { ServerResponse: LoggedResponse as typeof ServerResponse, flush };
+  const logRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    const startedAt = Date.now();
+    const given = req.headers['x-request-id'];
+    const id = typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+    (req as IncomingMessage & { id?: string }).id = id;
+    res.setHeader('X-Request-Id', id);
+    res.once('close', () => {
+      write({
+        id,
+        method: req.method,
+        path: pathForLog(req.url),
+        remoteAddress: req.socket?.remoteAddress,
+        userAgent: req.headers['user-agent'],
+        statusCode: res.statusCode,
+        responseTime: Date.now() - startedAt,
+        aborted: req.readableAborted || !res.writableEnded,
+        probe: req.url === '/healthz' || req.url === '/readyz',
+      });
+    });
+  };
+
+  return { ServerResponse: LoggedResponse as typeof ServerResponse, logRequest, flush };
 }
