@@ -1,51 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { CacheResult } from './signers/cache.js';
+import type { RedirectObserver } from './types.js';
 
-/** What happened to an authorized blob GET (label `action`). */
-export type DecisionAction =
-  /** 307 to a signed URL. */
-  | 'redirect'
-  /** Served from the upstream: by policy, override header, unhealthy or failing signer. */
-  | 'proxy'
-  /** Shadow mode: the policy chose redirect and signing worked, but the blob was proxied. */
-  | 'shadow'
-  /** The signer failed and `onSignerError: 'error'` answered 503. */
-  | 'error';
-
-/** The authorizing step's outcome (label `outcome`). */
-export type AuthorizeOutcome = 'granted' | 'denied' | 'error';
-
-/** Why a redirect fell back (label `reason` of the fallbacks counter). */
-export type FallbackReason = 'signer_error' | 'signer_timeout' | 'signer_unhealthy';
-
-/** A signed-URL cache lookup result (label `result`). */
-export type { CacheResult };
-
-/**
- * The events the middleware reports. Every label value comes from configuration (signer names,
- * rule names) or a fixed set, never from the request: credentials, repositories and client
- * addresses never become labels. Implement it to feed another metrics system; `prometheusMetrics()`
- * is the built-in one. Every method is optional.
- */
-export interface RedirectObserver {
-  /** One per authorized blob GET: what was done, with which signer (`none` if none), and why. */
-  decision?(action: DecisionAction, signer: string, reason: string): void;
-  /** A signer call finished (`ok: false` on error or timeout). */
-  signed?(signer: string, seconds: number, ok: boolean): void;
-  /** The authorizing step (upstream HEAD or embedded hook) finished. */
-  authorized?(seconds: number, outcome: AuthorizeOutcome): void;
-  /** A redirect was replaced by the fallback (`onSignerError`). */
-  fallback?(signer: string, reason: FallbackReason): void;
-  /** Blob bytes delivered: `redirected` (size of redirected blobs) or `proxied` (Content-Length served). */
-  bytes?(delivery: 'redirected' | 'proxied', bytes: number): void;
-  /** A signer's circuit breaker changed (or was first reported). */
-  signerHealth?(signer: string, healthy: boolean): void;
-  /** A storage probe through a signer finished. */
-  probe?(signer: string, ok: boolean): void;
-  /** A signed-URL cache lookup (wire `cachedSigner`'s `onResult` here). */
-  cacheResult?(signer: string, result: CacheResult): void;
-}
+export type { AuthorizeOutcome, CacheResult, DecisionAction, FallbackReason, RedirectObserver } from './types.js';
 
 /** An observer with every method present (the middleware's internal form). */
 export type CompleteObserver = Required<RedirectObserver>;

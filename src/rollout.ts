@@ -3,7 +3,7 @@ import picomatch from 'picomatch';
 import { z } from 'zod';
 import { parseCidrList, type ClientAddress, type ClientIpResolver } from './client-ip.js';
 import { RegistryRedirectError } from './errors.js';
-import { parseConfigPart, suggestKey } from './server/validate.js';
+import { parseConfigPart, suggestKey } from './validate.js';
 
 /** What a rule (or the default) does with an authorized blob GET. */
 export type RolloutAction = 'redirect' | 'proxy';

@@ -1,7 +1,5 @@
 import type { KeyObject } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { SignerHealth, SignerHealthOptions } from './health.js';
-import type { RedirectObserver } from './metrics.js';
 import type { RolloutPolicy } from './rollout.js';
 
 /**
@@ -238,3 +236,125 @@ export type RegistryRedirectMiddleware = ((
   /** Circuit breakers of the signers (for readiness checks and on-demand probes). */
   readonly health: SignerHealth;
 };
+
+/**
+ * What the cache did for one request: `hit` (a cached URL, or joined a signing already under way),
+ * `miss` (nothing cached: signed), `refresh` (the cached URL was too close to its expiry: re-signed).
+ */
+export type CacheResult = 'hit' | 'miss' | 'refresh';
+
+/** What happened to an authorized blob GET (label `action`). */
+export type DecisionAction =
+  /** 307 to a signed URL. */
+  | 'redirect'
+  /** Served from the upstream: by policy, override header, unhealthy or failing signer. */
+  | 'proxy'
+  /** Shadow mode: the policy chose redirect and signing worked, but the blob was proxied. */
+  | 'shadow'
+  /** The signer failed and `onSignerError: 'error'` answered 503. */
+  | 'error';
+
+/** The authorizing step's outcome (label `outcome`). */
+export type AuthorizeOutcome = 'granted' | 'denied' | 'error';
+
+/** Why a redirect fell back (label `reason` of the fallbacks counter). */
+export type FallbackReason = 'signer_error' | 'signer_timeout' | 'signer_unhealthy';
+
+/**
+ * The events the middleware reports. Every label value comes from configuration (signer names,
+ * rule names) or a fixed set, never from the request: credentials, repositories and client
+ * addresses never become labels. Implement it to feed another metrics system; `prometheusMetrics()`
+ * is the built-in one. Every method is optional.
+ */
+export interface RedirectObserver {
+  /** One per authorized blob GET: what was done, with which signer (`none` if none), and why. */
+  decision?(action: DecisionAction, signer: string, reason: string): void;
+  /** A signer call finished (`ok: false` on error or timeout). */
+  signed?(signer: string, seconds: number, ok: boolean): void;
+  /** The authorizing step (upstream HEAD or embedded hook) finished. */
+  authorized?(seconds: number, outcome: AuthorizeOutcome): void;
+  /** A redirect was replaced by the fallback (`onSignerError`). */
+  fallback?(signer: string, reason: FallbackReason): void;
+  /** Blob bytes delivered: `redirected` (size of redirected blobs) or `proxied` (Content-Length served). */
+  bytes?(delivery: 'redirected' | 'proxied', bytes: number): void;
+  /** A signer's circuit breaker changed (or was first reported). */
+  signerHealth?(signer: string, healthy: boolean): void;
+  /** A storage probe through a signer finished. */
+  probe?(signer: string, ok: boolean): void;
+  /** A signed-URL cache lookup (wire `cachedSigner`'s `onResult` here). */
+  cacheResult?(signer: string, result: CacheResult): void;
+}
+
+/**
+ * A storage probe: fetch one known blob through a fresh signed URL (`Range: bytes=0-0`, so only
+ * one byte moves). Any 2xx is a pass; anything else, a network error or a timeout is a failure.
+ */
+export interface SignerProbeOptions {
+  /** Repository the blob belongs to (per-repository layouts need it). Example `library/alpine`. */
+  repository: string;
+  /** Digest of a blob that exists in every probed storage. Example `sha256:<64 hex>`. */
+  digest: string;
+  /** Milliseconds between probes. Default 30 000. */
+  interval?: number;
+  /** Milliseconds a probe may take (signing plus the fetch). Default 5 000. */
+  timeout?: number;
+  /** Names of the signers to probe (`default` is the `signer` option). Default: all. */
+  signers?: readonly string[];
+}
+
+/**
+ * Circuit breaker per signer (option `health`). After `failureThreshold` consecutive failures
+ * (probe failures and signer errors during requests both count) the signer is unhealthy and the
+ * blobs it would redirect fall back per `onSignerError` (default: proxied). It is healthy again
+ * after the next passing probe or, for a signer without a probe, after `retryAfter` when the next
+ * request signs successfully.
+ */
+export interface SignerHealthOptions {
+  /** Consecutive failures that open the breaker. Default 3. */
+  failureThreshold?: number;
+  /** Signers without a probe: milliseconds before traffic tries the signer again. Default 30 000. */
+  retryAfter?: number;
+  /** Periodic storage probe. Default none. */
+  probe?: SignerProbeOptions;
+}
+
+/** The outcome of one probe. */
+export interface ProbeResult {
+  readonly ok: boolean;
+  /** Storage's HTTP status, when it answered. */
+  readonly status?: number;
+  /** Why it failed (redacted: never a signature). */
+  readonly error?: string;
+  /** Duration in milliseconds. */
+  readonly ms: number;
+}
+
+/** The state of one signer as `/readyz` and `check` report it. */
+export interface SignerStatus {
+  readonly healthy: boolean;
+  readonly consecutiveFailures: number;
+  /** Epoch milliseconds of the last state change. */
+  readonly since: number;
+  readonly lastError?: string;
+  readonly lastProbe?: ProbeResult & { readonly at: number };
+}
+
+/** Health of every configured signer. */
+export interface SignerHealth {
+  /** Hot path: may this signer be used now? */
+  available(name: string): boolean;
+  /** Report a successful signing (closes a half-open breaker). */
+  success(name: string): void;
+  /** Report a failed signing. */
+  failure(name: string, err: unknown): void;
+  /** True when at least one signer is healthy. */
+  anyHealthy(): boolean;
+  /** Snapshot of every signer. */
+  status(): Record<string, SignerStatus>;
+  /** Run the probe of every probed signer now and apply the results. */
+  probeNow(): Promise<Record<string, ProbeResult>>;
+  /** Publish the current state to the observer (after a reload made this instance current). */
+  publish(): void;
+  /** Stop probing. */
+  close(): void;
+}

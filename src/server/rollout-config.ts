@@ -8,7 +8,7 @@ import type { Signer } from '../types.js';
 import { signerFromConfig, type SignerCommon } from './signer-config.js';
 import { parseConfigPart } from './validate.js';
 
-/** The config-file blocks of issue 4, validated. */
+/** The config-file blocks about routing and operations (trusted proxies, named signers, policy, breaker, metrics, reload), validated. */
 export interface RolloutConfig {
   /** Peers whose `X-Forwarded-For` is believed. Default none. */
   trustedProxies: string[];
