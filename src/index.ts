@@ -1,8 +1,6 @@
 export { registryRedirect } from './middleware.js';
-export { azureSigner, type AzureSignerOptions } from './signers/azure.js';
-export { s3Signer, type S3SignerOptions } from './signers/s3.js';
-export { gcsSigner, type GcsSignerOptions } from './signers/gcs.js';
-export { cloudfrontSigner, type CloudFrontSignerOptions } from './signers/cloudfront.js';
+// Cloud signers are subpath exports (`registry-redirect/azure`, `/s3`, `/gcs`, `/cloudfront`): each
+// imports its SDK, an optional peer dependency, so only the one a user imports must be installed.
 export { hmacSigner, HMAC_PRESETS, type HmacSignerOptions, type HmacAlgorithm, type HmacPreset, type TokenEncoding } from './signers/hmac.js';
 export { defineSigner } from './signers/define.js';
 export { cachedSigner, type CachedSignerOptions, type CacheResult } from './signers/cache.js';
@@ -13,6 +11,7 @@ export { RegistryRedirectError, type ErrorCode } from './errors.js';
 export {
   compileRollout,
   stickyBucket,
+  type CompileRolloutOptions,
   type CompiledRollout,
   type RolloutAction,
   type RolloutClientKey,
@@ -21,7 +20,6 @@ export {
   type RolloutPolicy,
   type RolloutRule,
 } from './rollout.js';
-export { createClientIpResolver, type ClientAddress, type ClientIpResolver } from './client-ip.js';
 export {
   prometheusMetrics,
   type AuthorizeOutcome,

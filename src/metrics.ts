@@ -1,5 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type * as promClient from 'prom-client';
+import type { Registry } from 'prom-client';
+import { requireDependency } from './lazy.js';
 import type { RedirectObserver } from './types.js';
 
 export type { AuthorizeOutcome, CacheResult, DecisionAction, FallbackReason, RedirectObserver } from './types.js';
@@ -63,6 +65,8 @@ const AUTHORIZE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
  * ```
  */
 export function prometheusMetrics(options: PrometheusMetricsOptions = {}): PrometheusMetrics {
+  // prom-client is loaded by the first metrics object, not when the package is imported.
+  const { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } = requireDependency<typeof promClient>('prom-client');
   const registry = options.registry ?? new Registry();
   const registers = [registry];
   if (options.defaultMetrics) collectDefaultMetrics({ register: registry });

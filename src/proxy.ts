@@ -1,7 +1,8 @@
 import type http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { createProxyMiddleware } from 'http-proxy-middleware';
+import type * as hpm from 'http-proxy-middleware';
 import { sendOciError } from './errors.js';
+import { requireDependency } from './lazy.js';
 import { errorForLog } from './log.js';
 import type { Logger } from './types.js';
 
@@ -26,6 +27,8 @@ const TIMEOUT_CODES = new Set(['ETIMEDOUT', 'ESOCKETTIMEDOUT', 'UND_ERR_HEADERS_
 export function createPassThrough(opts: PassThroughOptions): PassThrough {
   // The proxy request of each client request whose upstream timer fired: its error is a 504.
   const timedOut = new WeakSet<IncomingMessage>();
+  // Loaded with the first proxy-mode middleware, not when the package is imported.
+  const { createProxyMiddleware } = requireDependency<typeof hpm>('http-proxy-middleware');
   const proxy = createProxyMiddleware<IncomingMessage, ServerResponse>({
     target: opts.upstream.href,
     changeOrigin: false,

@@ -1,6 +1,5 @@
 import type { KeyObject } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { RolloutPolicy } from './rollout.js';
 
 /**
  * What a signer is asked to sign: one blob, for one repository, for one HTTP method.
@@ -357,4 +356,126 @@ export interface SignerHealth {
   publish(): void;
   /** Stop probing. */
   close(): void;
+}
+
+/** What a rule (or the default) does with an authorized blob GET. */
+export type RolloutAction = 'redirect' | 'proxy';
+
+/**
+ * How a client is identified for sticky `percent` rules. The key is only ever hashed into a
+ * bucket; it is never logged, stored, or used as a metric label.
+ * - `'ip'` (default): the client address (see `trustedProxies`).
+ * - `'subject'`: the user name of Basic credentials, or the `sub` claim of a Bearer JWT (decoded,
+ *   not verified: a client that forges its subject only picks its own bucket; `percent` is a
+ *   rollout knob, never access control). Falls back to the client address for anonymous pulls
+ *   and opaque tokens. The password or token itself never enters the key.
+ * - a function `(req) => string | undefined` for anything else (`undefined` -> client address).
+ */
+export type RolloutClientKey = 'ip' | 'subject' | ((req: IncomingMessage) => string | undefined);
+
+/**
+ * One rollout rule: conditions plus an action. Every condition given must hold (AND); within a
+ * list, any entry may match (OR). A rule without conditions matches every request.
+ *
+ * @example
+ * ```ts
+ * { networks: ['10.0.0.0/8'], action: 'redirect', signer: 's3' }
+ * { repositories: ['internal/**'], action: 'proxy' }
+ * { percent: 30, action: 'redirect', signer: 'cdn' }
+ * ```
+ */
+export interface RolloutRule {
+  /** Label used as the decision `reason` in metrics and logs (`rule:<name>`). Default `rules[<index>]`. Example `vpc`. */
+  name?: string;
+  /**
+   * Sticky share of clients, 0-100 (two decimals). A client is in when the stable hash of its
+   * key (see `clientKey`) falls below the share, so raising 5 -> 20 keeps the first 5% in and
+   * every replica with the same `seed` agrees. Example `1`.
+   */
+  percent?: number;
+  /**
+   * Repository globs (picomatch: `*` stays inside one path segment, `**` spans segments and also
+   * matches the prefix itself). A list includes; entries starting with `!` exclude. Or
+   * `{ include, exclude }`. Example `["internal/**", "!internal/public/**"]`.
+   */
+  repositories?: readonly string[] | { include?: readonly string[]; exclude?: readonly string[] };
+  /** Client networks, IPv4 and IPv6 CIDRs or single addresses. Example `["10.0.0.0/8", "fd00::/8"]`. */
+  networks?: readonly string[];
+  /**
+   * User-Agent regular expressions, case-insensitive, tested against the first 1024 characters.
+   * A list is an allow list; `{ allow, deny }` for both. Fragile: BuildKit and CRI send a bare
+   * `containerd/<v>`; prefer `networks`. Example `{ deny: ["^regclient/"] }`.
+   */
+  userAgents?: readonly string[] | { allow?: readonly string[]; deny?: readonly string[] };
+  /**
+   * Matches only blobs at least this large: bytes, or a size like `"8MiB"`, `"10MB"`. The size is
+   * the upstream's `Content-Length` on the authorizing HEAD; an unknown size never matches.
+   */
+  minSize?: number | string;
+  /**
+   * `false`: matches only requests without a `Range` header (so resumes are served by the
+   * upstream, as zot does). `true`: matches only ranged requests. Omitted: both (the default is to
+   * redirect ranged requests too).
+   */
+  range?: boolean;
+  /** `redirect` (to a signed URL) or `proxy` (serve the bytes from the upstream). */
+  action: RolloutAction;
+  /** Redirect only: a key of the `signers` map. Omitted -> the default `signer`. */
+  signer?: string;
+}
+
+/** The default decision: an action, or a redirect to a named signer. */
+export type RolloutDefault = RolloutAction | { action: RolloutAction; signer?: string };
+
+/**
+ * The rollout policy (option `rollout`): ordered rules, first match wins, then `default`. Without
+ * a policy every authorized blob GET is redirected with the default signer.
+ *
+ * @example
+ * ```ts
+ * rollout: {
+ *   rules: [
+ *     { networks: ['10.0.0.0/8'], action: 'proxy' },
+ *     { percent: 30, action: 'redirect', signer: 'cdn' },
+ *   ],
+ *   default: 'proxy',
+ * }
+ * ```
+ */
+export interface RolloutPolicy {
+  /** Rules, first match wins. Default none. */
+  rules?: readonly RolloutRule[];
+  /** Decision when no rule matches. Required: `"redirect"` (rules are exceptions) or `"proxy"` (rules opt in). */
+  default: RolloutDefault;
+  /**
+   * `'enforce'` (default) acts on decisions. `'shadow'` computes each decision and signs, logs and
+   * counts it (`action="shadow"`), but serves every blob from the upstream: validate a policy on
+   * live traffic before any client sees a redirect.
+   */
+  mode?: 'enforce' | 'shadow';
+  /** Client identity for `percent`. Default `'ip'`. See {@link RolloutClientKey}. */
+  clientKey?: RolloutClientKey;
+  /** Mixed into the `percent` hash; change it to draw a different cohort. Default `""`. Example `"2026-05"`. */
+  seed?: string;
+  /**
+   * Name of a request header that forces `proxy` for that request (debugging: "is the CDN the
+   * problem?"). Off by default. It can only ever turn a redirect off, so any client may send it.
+   * Example `X-Registry-Redirect-Bypass`.
+   */
+  overrideHeader?: string;
+}
+
+/** A decision for one authorized blob GET. Frozen, shared between requests. */
+export interface RolloutDecision {
+  readonly action: RolloutAction;
+  /** Signer name for a redirect (`default` or a key of `signers`); `none` for proxy. */
+  readonly signer: string;
+  /** Why: `default`, `rule:<name>`, `rules[<i>]` or `override_header`. Bounded: a metric label. */
+  readonly reason: string;
+}
+
+/** A compiled policy; `decide` does no parsing or compiling. */
+export interface CompiledRollout {
+  readonly mode: 'enforce' | 'shadow';
+  decide(req: IncomingMessage, repository: string, size: number | undefined): RolloutDecision;
 }

@@ -1,8 +1,9 @@
 import { KeyObject, X509Certificate, createHash, createPublicKey } from 'node:crypto';
-import jwksRsa from 'jwks-rsa';
+import type jwksRsa from 'jwks-rsa';
 import { LRUCache } from 'lru-cache';
 import { RegistryRedirectError } from '../errors.js';
 import type { TokenAlgorithm } from '../types.js';
+import { requireOptional } from '../lazy.js';
 
 /** Every algorithm token mode can verify. `none` and `HS*` are deliberately absent. */
 export const TOKEN_ALGORITHMS: readonly TokenAlgorithm[] = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512'];
@@ -231,6 +232,7 @@ export function createTokenKeyring(options: TokenKeyringOptions): TokenKeyring {
   const publicKeys = options.publicKeys === undefined ? [] : parsePublicKeys(options.publicKeys, algorithms, `${path}.publicKeys`);
   const roots = options.rootCertBundle === undefined ? [] : parseRootCertBundle(options.rootCertBundle, `${path}.rootCertBundle`);
   let jwks: jwksRsa.JwksClient | undefined;
+  let jwksModule: typeof jwksRsa | undefined;
   if (options.jwksUrl !== undefined) {
     let url: URL | undefined;
     try {
@@ -243,7 +245,9 @@ export function createTokenKeyring(options: TokenKeyringOptions): TokenKeyring {
     }
     const maxAge = options.jwksCacheMaxAge ?? 600_000;
     if (!Number.isFinite(maxAge) || maxAge <= 0) invalidConfig(`${path}.jwksCacheMaxAge: write a positive number of milliseconds, e.g. 600000`);
-    jwks = jwksRsa({ jwksUri: url.href, cache: true, cacheMaxAge: maxAge, cacheMaxEntries: 20, rateLimit: true, jwksRequestsPerMinute: 10, timeout: 5_000 });
+    // Only JWKS users need the JWKS client, an optional peer dependency.
+    jwksModule = requireOptional<typeof jwksRsa>('jwks-rsa', `${path}.jwksUrl`);
+    jwks = jwksModule({ jwksUri: url.href, cache: true, cacheMaxAge: maxAge, cacheMaxEntries: 20, rateLimit: true, jwksRequestsPerMinute: 10, timeout: 5_000 });
   }
   if (publicKeys.length === 0 && roots.length === 0 && jwks === undefined) {
     invalidConfig(`${path}: no signing keys; set publicKeys (PEM public keys or certificates), rootCertBundle (distribution's rootcertbundle) or jwksUrl`);
@@ -269,7 +273,7 @@ export function createTokenKeyring(options: TokenKeyringOptions): TokenKeyring {
     try {
       signingKey = await client.getSigningKey(kid);
     } catch (err) {
-      if (err instanceof jwksRsa.SigningKeyNotFoundError) return { invalid: 'kid not found in the JWKS' };
+      if (jwksModule && err instanceof jwksModule.SigningKeyNotFoundError) return { invalid: 'kid not found in the JWKS' };
       return { unavailable: `JWKS unavailable: ${(err as Error).name}` };
     }
     if (signingKey.alg && signingKey.alg !== alg) return { invalid: `JWKS key is for ${signingKey.alg}, token uses ${alg}` };

@@ -1,6 +1,6 @@
 import type { KeyObject } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
-import jwt from 'jsonwebtoken';
+import type jwt from 'jsonwebtoken';
 import { RegistryRedirectError, sendOciError } from '../errors.js';
 import { errorForLog } from '../log.js';
 import type { Logger, TokenAlgorithm, TokenAuthOptions } from '../types.js';
@@ -11,6 +11,7 @@ import type { KeyLookup, TokenHeader } from './token-keys.js';
 import type { Authorizer } from './types.js';
 import { answerProbeFailure } from './upstream.js';
 import type { UpstreamProbe, UpstreamVerdict } from './upstream.js';
+import { requireOptional } from '../lazy.js';
 
 /** distribution's leeway for `exp`/`nbf`. */
 export const DEFAULT_CLOCK_SKEW_MS = 60_000;
@@ -137,6 +138,8 @@ export function createTokenVerifier(options: TokenAuthOptions, path = 'tokenAuth
     algorithms,
     path,
   });
+  // Token mode is optional: its JWT library is an optional peer dependency, loaded here.
+  const { verify } = requireOptional<typeof jwt>('jsonwebtoken', path);
   const clockTolerance = Math.floor(skew / 1_000);
   const challengePrefix = `Bearer realm="${realm}",service="${service}",scope="repository:`;
 
@@ -144,7 +147,7 @@ export function createTokenVerifier(options: TokenAuthOptions, path = 'tokenAuth
     if (!algorithmsForKey(key).includes(alg)) return reject('invalid_token', `${alg} cannot be verified with this key`);
     let claims: jwt.JwtPayload | string;
     try {
-      claims = jwt.verify(token, key, { algorithms: [alg], issuer, audience: service, clockTolerance });
+      claims = verify(token, key, { algorithms: [alg], issuer, audience: service, clockTolerance });
     } catch (err) {
       return reject('invalid_token', (err as Error).message);
     }

@@ -171,7 +171,7 @@ export async function runCheck(opts: CheckOptions, out: (line: string) => void, 
   const timeoutMs = opts.timeoutMs ?? 10_000;
   let config: ServerConfig;
   try {
-    config = loadConfig(opts.config, env);
+    config = await loadConfig(opts.config, env);
   } catch (err) {
     if (!(err instanceof RegistryRedirectError)) throw err;
     out(`FAIL  config ${opts.config}: ${describeError(err)}`);

@@ -2,13 +2,11 @@
 import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { pino } from 'pino';
 import { RegistryRedirectError } from '../errors.js';
 import { errorForLog } from '../log.js';
-import { checkCommand } from './check.js';
-import { parseWorkers, runPrimary, shareMetricsWithPrimary } from './cluster.js';
-import { loadConfig } from './config.js';
-import { startServer } from './server.js';
+
+// Commands import what they need when they run: `--version` and `--help` load nothing else, and
+// `serve` loads only the signer modules (and cloud SDKs) its config names.
 
 const USAGE = `registry-redirect: 307 blob redirects to signed storage URLs in front of any OCI registry
 
@@ -36,8 +34,14 @@ async function serve(args: string[]): Promise<number> {
     console.error('registry-redirect serve: --config FILE.yaml is required (see README.md "Configuration")');
     return 2;
   }
+  const [{ pino }, { parseWorkers, runPrimary, shareMetricsWithPrimary }, { loadConfig }, { startServer }] = await Promise.all([
+    import('pino'),
+    import('./cluster.js'),
+    import('./config.js'),
+    import('./server.js'),
+  ]);
   const workers = parseWorkers(values.workers);
-  const config = loadConfig(values.config);
+  const config = await loadConfig(values.config);
   const logger = pino({ level: config.log.level, base: { name: 'registry-redirect', ...(cluster.isWorker && { worker: cluster.worker?.id }) } });
   if (workers > 1 && cluster.isPrimary) return runPrimary({ workers, config, logger });
   // A worker of `--workers N`: the primary serves the metrics listener, summed over workers.
@@ -74,7 +78,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'serve':
         return await serve(rest);
       case 'check':
-        return await checkCommand(rest);
+        return await (await import('./check.js')).checkCommand(rest);
       case '--version':
       case '-v':
       case 'version':
@@ -91,6 +95,10 @@ export async function main(argv: string[]): Promise<number> {
         return 2;
     }
   } catch (err) {
+    if (err instanceof RegistryRedirectError && err.code === 'DEPENDENCY_MISSING') {
+      console.error(`registry-redirect: ${err.message}`);
+      return 1;
+    }
     if (err instanceof RegistryRedirectError && err.code === 'CONFIG_INVALID') {
       console.error(`registry-redirect: invalid configuration:\n${err.message}`);
       return 1;

@@ -8,7 +8,7 @@ import type { Signer } from '../types.js';
 import { buildRolloutConfig, type RolloutConfig } from './rollout-config.js';
 import { authorizeFromConfig, type AuthorizeConfig } from './authorize-config.js';
 import { buildCacheConfig, cacheBlock, type CacheConfig } from './cache-config.js';
-import { signerFromConfig } from './signer-config.js';
+import { loadSignerKinds, signerFromConfig } from './signer-config.js';
 import { parseConfigPart } from './validate.js';
 
 const duration = (example: string) =>
@@ -99,7 +99,10 @@ export function parseListen(text: string, key = 'listen'): { host: string; port:
   return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
 }
 
-/** Validates a parsed (and env-expanded) config object. */
+/**
+ * Validates a parsed (and env-expanded) config object. The signer kinds it names must be loaded
+ * first ({@link loadSignerKinds}, which {@link loadConfig} calls).
+ */
 export function buildConfig(raw: unknown): ServerConfig {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     throw new RegistryRedirectError('CONFIG_INVALID', 'config: the file must be a YAML mapping with at least `upstream` and `signer`');
@@ -126,10 +129,10 @@ export function buildConfig(raw: unknown): ServerConfig {
     shutdown: ms(t.shutdown, 'shutdown', 10_000),
     headers: ms(t.headers, 'headers', 60_000),
   };
-  const signer = signerFromConfig(file.signer, 'signer', { expiryMs });
+  const signer = signerFromConfig(file.signer, 'signer', { expiry: expiryMs });
   let extra: RolloutConfig;
   try {
-    extra = buildRolloutConfig(file, { expiryMs });
+    extra = buildRolloutConfig(file, { expiry: expiryMs });
   } catch (err) {
     void signer.close?.();
     throw err;
@@ -150,8 +153,11 @@ export function buildConfig(raw: unknown): ServerConfig {
   };
 }
 
-/** Reads, env-expands and validates a YAML config file. */
-export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): ServerConfig {
+/**
+ * Reads, env-expands and validates a YAML config file, importing the signer modules (and their
+ * SDKs) it names.
+ */
+export async function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): Promise<ServerConfig> {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -164,5 +170,7 @@ export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): 
   } catch (cause) {
     throw new RegistryRedirectError('CONFIG_INVALID', `${path}: not valid YAML: ${(cause as Error).message}`, { cause });
   }
-  return buildConfig(expandEnv(raw, env));
+  const expanded = expandEnv(raw, env);
+  await loadSignerKinds(expanded);
+  return buildConfig(expanded);
 }

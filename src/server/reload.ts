@@ -138,11 +138,11 @@ export function createConfigReloader(opts: ConfigReloaderOptions): ConfigReloade
   };
   let lastHash = fileHash();
 
-  const apply = (trigger: string): ReloadResult => {
+  const apply = async (trigger: string): Promise<ReloadResult> => {
     const hash = fileHash();
     let config: ServerConfig;
     try {
-      config = loadConfig(path, opts.env ?? process.env);
+      config = await loadConfig(path, opts.env ?? process.env);
       const before = hot.current().config;
       const fixed = restartOnly(before, config);
       if (fixed.length) {

@@ -1,4 +1,4 @@
-import { DefaultAzureCredential, type TokenCredential } from '@azure/identity';
+import type { TokenCredential } from '@azure/identity';
 import {
   BlobSASPermissions,
   BlobServiceClient,
@@ -9,8 +9,10 @@ import {
   type UserDelegationKey,
 } from '@azure/storage-blob';
 import { RegistryRedirectError } from '../errors.js';
+import { once, requireOptional, zod } from '../lazy.js';
 import type { BlobLayout, SignRequest, SignedUrl, Signer } from '../types.js';
-import { SEVEN_DAYS_MS, configError as fail, encodeKeyPath, layoutOf, signerExpiry } from './common.js';
+import { DEFAULT_EXPIRY_MS, SEVEN_DAYS_MS, configError as fail, encodeKeyPath, layoutOf, signerExpiry } from './common.js';
+import { blockKeys, signerKind } from './kind.js';
 
 /** Azure caps user delegation keys at 7 days; we ask for one day and renew early. */
 const DELEGATION_KEY_LIFETIME_MS = 24 * 3_600_000;
@@ -35,10 +37,19 @@ export interface AzureSignerOptions {
   rootDirectory?: string;
   /** How keys are built from digests. Default `distribution`. */
   layout?: BlobLayout;
-  /** Lifetime of a signed URL: seconds or a duration like `"20m"`. Default 20 minutes; at most 7 days. */
+  /** Lifetime of a signed URL: milliseconds or a duration like `"20m"`. Default 20 minutes; at most 7 days. */
   expiry?: number | string;
-  /** Azure AD credential for user delegation SAS. Default `new DefaultAzureCredential()`. Ignored with `accountKey`. */
+  /**
+   * Azure AD credential for user delegation SAS. Default `new DefaultAzureCredential()` from
+   * `@azure/identity` (then that package must be installed). Ignored with `accountKey`.
+   */
   credential?: TokenCredential;
+}
+
+/** Managed identity, workload identity, environment, Azure CLI: only loaded for user delegation SAS. */
+function defaultCredential(): TokenCredential {
+  const identity = requireOptional<typeof import('@azure/identity')>('@azure/identity', 'signer.azure without accountKey (user delegation SAS)');
+  return new identity.DefaultAzureCredential();
 }
 
 /**
@@ -106,7 +117,7 @@ export function azureSigner(options: AzureSignerOptions): Signer {
   }
 
   // User delegation SAS: the key comes from Azure AD; fetch it once, share it, renew it early.
-  const service = new BlobServiceClient(endpointText, options.credential ?? new DefaultAzureCredential());
+  const service = new BlobServiceClient(endpointText, options.credential ?? defaultCredential());
   let delegation: { key: UserDelegationKey; expiresAt: number } | undefined;
   let pending: Promise<UserDelegationKey> | undefined;
 
@@ -142,3 +153,24 @@ export function azureSigner(options: AzureSignerOptions): Signer {
     },
   };
 }
+
+/** Defaults of {@link azureSigner} and the `signer.azure` block. */
+export const AZURE_DEFAULTS = { expiry: DEFAULT_EXPIRY_MS, rootDirectory: '', layout: 'distribution' } as const;
+
+/** The `signer.azure` config block. */
+export const azureConfig = once(() => {
+  const { z } = zod();
+  const k = blockKeys(z);
+  return z
+    .object({
+      account: k.text('the storage account name', 'devstoreaccount1'),
+      accountKey: k.text('the base64 account key (or omit it to use managed identity)', '${AZURE_STORAGE_KEY}').optional(),
+      container: k.text('the container name', 'registry'),
+      endpoint: z.url({ error: 'write the blob service URL, e.g. "https://myaccount.blob.core.windows.net"' }).optional(),
+      ...k.layout,
+    })
+    .strict();
+});
+
+/** `signer: { azure: {...} }`. */
+export const azureKind = signerKind({ schema: azureConfig, create: (block, common) => azureSigner({ ...block, expiry: common.expiry }) });

@@ -86,7 +86,7 @@ log:
   level: debug
 `,
     );
-    const config = loadConfig(configPath, { AZURITE_KEY: azurite.accountKey });
+    const config = await loadConfig(configPath, { AZURITE_KEY: azurite.accountKey });
     const sink = new Writable({
       write(chunk: Buffer, _enc, done) {
         logLines.push(chunk.toString());

@@ -10,7 +10,7 @@ import type { IncomingMessage } from 'node:http';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { createClientIpResolver } from '../../src/client-ip.js';
-import { compileRollout, type RolloutPolicy, type RolloutRule } from '../../src/rollout.js';
+import { compilePolicy, type RolloutPolicy, type RolloutRule } from '../../src/rollout.js';
 
 const SIGNERS = ['default', 'cdn', 'vpc'] as const;
 const TRUSTED = ['127.0.0.1/32', '10.0.0.0/16', '::1/128'];
@@ -93,7 +93,7 @@ function toIncoming(r: Req): IncomingMessage {
 }
 
 const clientIp = createClientIpResolver(TRUSTED);
-const compile = (p: RolloutPolicy) => compileRollout(p, { signerNames: SIGNERS, clientIp });
+const compile = (p: RolloutPolicy) => compilePolicy(p, { signerNames: SIGNERS, clientIp });
 const REASON = /^(default|override_header|rules\[\d\]|rule:[A-Za-z0-9_.-]{1,12})$/;
 
 describe('rollout rule engine (fast-check)', () => {

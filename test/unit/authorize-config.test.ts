@@ -40,10 +40,10 @@ const token = (over: Record<string, unknown> = {}) => ({
 });
 
 describe('authorize: config block', () => {
-  it('loads the documented token-mode YAML and reads the key file', () => {
+  it('loads the documented token-mode YAML and reads the key file', async () => {
     const file = join(dir, 'proxy.yaml');
     writeFileSync(file, ISSUE_YAML);
-    const config = loadConfig(file, {});
+    const config = await loadConfig(file, {});
     expect(config.authorize.mode).toBe('token');
     expect(config.authorize.tokenAuth).toMatchObject({ issuer: 'my-issuer', service: 'my-registry', realm: 'https://auth.example.com/token', algorithms: ['RS256'] });
     expect(config.authorize.tokenAuth?.publicKeys?.[0]).toContain('-----BEGIN PUBLIC KEY-----');

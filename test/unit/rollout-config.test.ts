@@ -40,8 +40,8 @@ describe('config: issue 4 blocks', () => {
     expect(config.log.requests).toBe(true);
   });
 
-  it('the rollout example config is valid', () => {
-    const config = loadConfig(new URL('../../examples/rollout/proxy.yaml', import.meta.url).pathname, { AZURE_STORAGE_KEY: AZURITE_KEY });
+  it('the rollout example config is valid', async () => {
+    const config = await loadConfig(new URL('../../examples/rollout/proxy.yaml', import.meta.url).pathname, { AZURE_STORAGE_KEY: AZURITE_KEY });
     expect(config.rollout?.rules).toHaveLength(4);
     expect(config.health?.probe?.interval).toBe(30_000);
   });
