@@ -1,5 +1,3 @@
-import http from 'node:http';
-import https from 'node:https';
 import { RegistryRedirectError, configError } from './errors.js';
 import { errorForLog } from './log.js';
 import type { CompleteObserver } from './metrics.js';
@@ -53,7 +51,8 @@ export function httpStatus(url: string, opts: { headers?: Record<string, string>
       reject(new RegistryRedirectError('SIGNER_FAILED', 'not a URL', { cause }));
       return;
     }
-    const get = target.protocol === 'https:' ? https.get : http.get;
+    // Loaded on first use: importing node:https costs more than the rest of the package.
+    const get = target.protocol === 'https:' ? process.getBuiltinModule('node:https').get : process.getBuiltinModule('node:http').get;
     const req = get(target, { headers: opts.headers, agent: false }, (res) => {
       clearTimeout(timer);
       res.resume();

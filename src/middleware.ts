@@ -1,5 +1,3 @@
-import http from 'node:http';
-import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createEmbeddedAuthorizer } from './authorize/embedded.js';
 import { createProxyAuthorizer } from './authorize/proxy.js';
@@ -153,7 +151,7 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
 
   const upstream = options.upstream === undefined ? undefined : parseUpstream(options.upstream);
   const agent = upstream
-    ? new (upstream.protocol === 'https:' ? https.Agent : http.Agent)({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64 })
+    ? new (upstream.protocol === 'https:' ? process.getBuiltinModule('node:https').Agent : process.getBuiltinModule('node:http').Agent)({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64 })
     : undefined;
   const passThrough = upstream && agent ? createPassThrough({ upstream, timeoutMs: timeouts.upstream, agent, logger }) : undefined;
   const authorize: Authorizer =
