@@ -130,6 +130,8 @@ export function createTokenVerifier(options: TokenAuthOptions, path = 'tokenAuth
   if (typeof skew !== 'number' || !Number.isFinite(skew) || skew < 0 || skew > 600_000) {
     throw new RegistryRedirectError('CONFIG_INVALID', `${path}.clockSkew: write milliseconds between 0 and 600000, e.g. 60000`);
   }
+  // Token mode is optional: its JWT library is an optional peer dependency, loaded here.
+  const { verify } = requireOptional<typeof jwt>('jsonwebtoken', path);
   const keyring = createTokenKeyring({
     publicKeys: options.publicKeys,
     rootCertBundle: options.rootCertBundle,
@@ -138,8 +140,6 @@ export function createTokenVerifier(options: TokenAuthOptions, path = 'tokenAuth
     algorithms,
     path,
   });
-  // Token mode is optional: its JWT library is an optional peer dependency, loaded here.
-  const { verify } = requireOptional<typeof jwt>('jsonwebtoken', path);
   const clockTolerance = Math.floor(skew / 1_000);
   const challengePrefix = `Bearer realm="${realm}",service="${service}",scope="repository:`;
 

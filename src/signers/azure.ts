@@ -1,4 +1,3 @@
-import type { TokenCredential } from '@azure/identity';
 import {
   BlobSASPermissions,
   BlobServiceClient,
@@ -6,6 +5,7 @@ import {
   StorageSharedKeyCredential,
   generateBlobSASQueryParameters,
   type BlobSASSignatureValues,
+  type newPipeline,
   type UserDelegationKey,
 } from '@azure/storage-blob';
 import { RegistryRedirectError } from '../errors.js';
@@ -13,6 +13,13 @@ import { once, requireOptional, zod } from '../lazy.js';
 import type { BlobLayout, SignRequest, SignedUrl, Signer } from '../types.js';
 import { DEFAULT_EXPIRY_MS, SEVEN_DAYS_MS, configError as fail, encodeKeyPath, layoutOf, signerExpiry } from './common.js';
 import { blockKeys, signerKind } from './kind.js';
+
+/**
+ * An Azure AD credential (`@azure/identity`'s `DefaultAzureCredential`, `ManagedIdentityCredential`,
+ * ...), as @azure/storage-blob takes it (`newPipeline`): named through that package so that the typings need
+ * only that package.
+ */
+export type TokenCredential = Extract<NonNullable<Parameters<typeof newPipeline>[0]>, { getToken: unknown }>;
 
 /** Azure caps user delegation keys at 7 days; we ask for one day and renew early. */
 const DELEGATION_KEY_LIFETIME_MS = 24 * 3_600_000;
@@ -48,7 +55,7 @@ export interface AzureSignerOptions {
 
 /** Managed identity, workload identity, environment, Azure CLI: only loaded for user delegation SAS. */
 function defaultCredential(): TokenCredential {
-  const identity = requireOptional<typeof import('@azure/identity')>('@azure/identity', 'signer.azure without accountKey (user delegation SAS)');
+  const identity = requireOptional<{ DefaultAzureCredential: new () => TokenCredential }>('@azure/identity', 'signer.azure without accountKey (user delegation SAS)');
   return new identity.DefaultAzureCredential();
 }
 
