@@ -246,7 +246,7 @@ async function startDistribution(bin, work) {
 
 async function startNodeRegistry(container, endpoint) {
   const { createRegistry } = await import('../examples/express-node-registry/registry.js');
-  const { azureSigner } = await import('../dist/index.js');
+  const { azureSigner } = await import('../dist/signers/azure.js');
   const registry = await createRegistry({ container, signer: azureSigner({ account: ACCOUNT, accountKey: ACCOUNT_KEY, container: CONTAINER, endpoint }) });
   const server = await new Promise((resolve) => {
     const s = registry.app.listen(0, '127.0.0.1', () => resolve(s));

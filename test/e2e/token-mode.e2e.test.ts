@@ -1,7 +1,7 @@
 /**
  * Token mode against the real thing: distribution 2.8.2 with `auth: token` (realm, service, issuer,
  * rootcertbundle), the harness token server, skopeo pulling through `registry-redirect serve`'s
- * server (configured from the YAML shape of issue 5), and Azurite serving the layers.
+ * server (configured from the documented YAML shape), and Azurite serving the layers.
  */
 import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';

@@ -13,7 +13,7 @@ writeFileSync(pemPath, publicKey.export({ type: 'spki', format: 'pem' }));
 const privatePath = join(dir, 'private.pem');
 writeFileSync(privatePath, privateKey.export({ type: 'pkcs8', format: 'pem' }));
 
-// The shape external checks rely on (issue 5), with the key path pointing at a real file.
+// The documented token-mode shape, as external checks use it, with the key path pointing at a real file.
 const ISSUE_YAML = `
 upstream: http://127.0.0.1:5000
 signer: { azure: { account: devstoreaccount1, accountKey: "${AZURITE_KEY}", container: registry } }

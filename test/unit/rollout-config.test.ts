@@ -6,7 +6,7 @@ import { AZURITE_ACCOUNT_KEY as AZURITE_KEY } from '../support/azurite.js';
 
 const azure = (container = 'registry') => ({ azure: { account: 'devstoreaccount1', accountKey: AZURITE_KEY, container } });
 
-// The shape issue 4 promises external checks (extended keys documented in docs/rollout.md).
+// The documented shape of these blocks (extended keys in docs/rollout.md), as external checks use it.
 const ISSUE_YAML = `
 upstream: http://127.0.0.1:5000
 signer: { azure: { account: devstoreaccount1, accountKey: "${AZURITE_KEY}", container: registry } }
@@ -27,7 +27,7 @@ metrics:
   listen: 127.0.0.1:9090      # serves /metrics
 `;
 
-describe('config: issue 4 blocks', () => {
+describe('config: trustedProxies, signers, rollout, health, metrics, reload', () => {
   it('accepts the issue YAML exactly', () => {
     const config = buildConfig(parse(ISSUE_YAML));
     expect(config.trustedProxies).toEqual(['127.0.0.1/32']);

@@ -9,7 +9,7 @@ import { signerFromConfig } from '../../src/server/signer-config.js';
 import type { SignedUrl } from '../../src/types.js';
 import { checkSigV4Url } from '../support/sigv4.js';
 
-// The S3 block external checks rely on (issue 3), verbatim.
+// The documented S3 block, as external checks use it, verbatim.
 const ISSUE_S3_CONFIG = `
 upstream: http://127.0.0.1:15000
 signer:
