@@ -278,7 +278,7 @@ async function startProxy(work, upstream, storageEndpoint) {
   ].join('\n');
   const path = join(work, 'proxy.yaml');
   await writeFile(path, yaml);
-  const config = loadConfig(path, { DEMO_AZURE_KEY: ACCOUNT_KEY });
+  const config = await loadConfig(path, { DEMO_AZURE_KEY: ACCOUNT_KEY });
   const quiet = () => {};
   const logger = { debug: quiet, info: quiet, warn: (o, m) => say(`      proxy: ${m ?? ''} ${JSON.stringify(o)}`), error: (o, m) => say(`      proxy error: ${m ?? ''} ${JSON.stringify(o)}`) };
   const running = await startServer(config, logger);

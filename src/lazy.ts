@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import type * as Zod from 'zod';
 import { RegistryRedirectError } from './errors.js';
 
 // Dependencies that only some configurations use are loaded on first use, not at import: importing
@@ -53,4 +54,4 @@ export function requireDependency<T>(name: string): T {
 }
 
 /** zod, loaded when a configuration is first validated. */
-export const zod = once(() => requireDependency<typeof import('zod')>('zod'));
+export const zod = once(() => requireDependency<typeof Zod>('zod'));

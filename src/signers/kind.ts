@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import type * as Zod from 'zod';
 import type { Signer } from '../types.js';
 
 /** Settings every signer block of the config file inherits from its top level. */
@@ -27,7 +28,7 @@ export function signerKind<S extends z.ZodType>(kind: SignerKind<S>): SignerKind
 }
 
 /** Schema pieces the signer blocks share, for a given zod. */
-export function blockKeys(z: typeof import('zod').z) {
+export function blockKeys(z: typeof Zod.z) {
   const text = (what: string, example: string) =>
     z.string({ error: `write ${what}, e.g. ${JSON.stringify(example)}` }).min(1, { error: `must not be empty; write ${what}, e.g. ${JSON.stringify(example)}` });
   const url = (example: string) => z.url({ error: `write a URL, e.g. ${JSON.stringify(example)}` });
