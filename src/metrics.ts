@@ -93,7 +93,7 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
   });
   const fallbacks = new Counter({
     name: 'registry_redirect_fallbacks_total',
-    help: 'Redirects replaced by the onSignerError fallback, by signer and reason (signer_error, signer_timeout, signer_unhealthy).',
+    help: 'Redirects replaced by a fallback, by signer and reason (signer_error, signer_timeout, signer_unhealthy: per onSignerError; same_host: proxied because the signed URL is on the registry host or a subdomain).',
     labelNames: ['signer', 'reason'] as const,
     registers,
   });

@@ -2,14 +2,17 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createEmbeddedAuthorizer } from './authorize/embedded.js';
 import { createProxyAuthorizer } from './authorize/proxy.js';
 import type { AuthOutcome, Authorizer, Grant } from './authorize/types.js';
+import { parseCidrList, parseIp } from './client-ip.js';
 import { RegistryRedirectError, sendOciError } from './errors.js';
+import { createForwardedHeaders } from './forwarded.js';
 import { errorForLog, silentLogger } from './log.js';
 import { countProxiedBytes, type FallbackReason } from './metrics.js';
 import { createPassThrough, pathForLog } from './proxy.js';
 import { NO_SIGNER, type RolloutDecision } from './rollout.js';
 import { isPromiseLike } from './promise.js';
-import { parseBlobPath } from './routes.js';
+import { parseBlobPath, parseManifestPath } from './routes.js';
 import { createRouting } from './routing.js';
+import { isSameHostOrSubdomain } from './same-host.js';
 import type {
   BlobTarget,
   Logger,
@@ -42,6 +45,8 @@ const OPTION_KEYS = {
   trustedProxies: true,
   metrics: true,
   health: true,
+  acceptUpstreamRedirect: true,
+  allowRedirectToRegistryHost: true,
 } as const satisfies Record<keyof RegistryRedirectOptions, true>;
 const KNOWN_OPTIONS: ReadonlySet<string> = new Set(Object.keys(OPTION_KEYS));
 
@@ -68,6 +73,14 @@ function validateOptions(options: RegistryRedirectOptions): void {
   }
   if (options.upstream === undefined && (options.tokenAuth !== undefined || options.decisionCache !== undefined)) {
     throw new RegistryRedirectError('CONFIG_INVALID', 'registryRedirect: `tokenAuth` and `decisionCache` need `upstream` (proxy mode): existence is confirmed by the upstream; in embedded mode your `authorize` hook decides');
+  }
+  for (const key of ['acceptUpstreamRedirect', 'allowRedirectToRegistryHost'] as const) {
+    if (options[key] !== undefined && typeof options[key] !== 'boolean') {
+      throw new RegistryRedirectError('CONFIG_INVALID', `registryRedirect: ${key} must be true or false, got ${JSON.stringify(options[key])}`);
+    }
+  }
+  if (options.upstream === undefined && options.acceptUpstreamRedirect !== undefined) {
+    throw new RegistryRedirectError('CONFIG_INVALID', 'registryRedirect: `acceptUpstreamRedirect` needs `upstream` (proxy mode): it is about the upstream\'s answer to the authorizing HEAD');
   }
   if (options.onSignerError !== undefined && options.onSignerError !== 'proxy' && options.onSignerError !== 'error') {
     throw new RegistryRedirectError('CONFIG_INVALID', `registryRedirect: onSignerError must be "proxy" or "error", got ${JSON.stringify(options.onSignerError)}`);
@@ -107,6 +120,27 @@ function withSignerTimeout(result: Promise<SignedUrl>, ms: number): Promise<Sign
     timer.unref();
   });
   return Promise.race([result, timeout]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * After the upstream accepted a DELETE of a blob or a manifest, drops the cached grants it makes
+ * stale, before the upstream's answer reaches the client (so the client's next GET sees it).
+ * A blob delete drops that blob in that repository, for every caller. A manifest delete drops the
+ * whole repository: which blobs it referenced (and which of them a garbage collection will then
+ * remove) is not known here without reading the manifest, and dropping more is only a few more
+ * HEADs. Both cost one scan of the cache; deletes are rare.
+ */
+function forgetOnDelete(forget: (repository: string, digest?: string) => void): (req: IncomingMessage, status: number) => void {
+  return (req, status) => {
+    if (req.method !== 'DELETE' || status < 200 || status >= 300 || !req.url) return;
+    const blob = parseBlobPath(req.url);
+    if (blob) {
+      forget(blob.repository, blob.digest);
+      return;
+    }
+    const manifest = parseManifestPath(req.url);
+    if (manifest) forget(manifest.repository);
+  };
 }
 
 /** Writes the redirect. `writeHead` with a fixed header set: no Express `res.redirect`. */
@@ -153,11 +187,43 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
   const agent = upstream
     ? new (upstream.protocol === 'https:' ? process.getBuiltinModule('node:https').Agent : process.getBuiltinModule('node:http').Agent)({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64 })
     : undefined;
-  const passThrough = upstream && agent ? createPassThrough({ upstream, timeoutMs: timeouts.upstream, agent, logger }) : undefined;
-  const authorize: Authorizer =
+  const trusted = parseCidrList(options.trustedProxies ?? [], 'trustedProxies');
+  const forwarded = createForwardedHeaders(trusted);
+  const allowRegistryHost = options.allowRedirectToRegistryHost === true;
+  const proxyAuthorization =
     upstream && agent
-      ? createProxyAuthorizer({ upstream, agent, timeoutMs: timeouts.authorize, logger, tokenAuth: options.tokenAuth, decisionCache: options.decisionCache })
-      : createEmbeddedAuthorizer(options.authorize!);
+      ? createProxyAuthorizer({
+          upstream,
+          agent,
+          timeoutMs: timeouts.authorize,
+          logger,
+          tokenAuth: options.tokenAuth,
+          decisionCache: options.decisionCache,
+          forwarded,
+          acceptRedirect: options.acceptUpstreamRedirect,
+        })
+      : undefined;
+  const authorize: Authorizer = proxyAuthorization ? proxyAuthorization.authorize : createEmbeddedAuthorizer(options.authorize!);
+  const passThrough =
+    upstream && agent
+      ? createPassThrough({ upstream, timeoutMs: timeouts.upstream, agent, logger, forwarded, onUpstreamResponse: proxyAuthorization && forgetOnDelete(proxyAuthorization.forget) })
+      : undefined;
+  // Signers whose URLs were refused for pointing at the registry's host: warned about once each.
+  const warnedSameHost = new Set<string>();
+
+  /**
+   * Whether the client would send its registry credentials along to `url` (same host name or a
+   * subdomain of the one it asked). A trusted front's `X-Forwarded-Host` names that host too.
+   */
+  function targetsRegistryHost(url: string, req: IncomingMessage): boolean {
+    if (isSameHostOrSubdomain(url, req.headers.host)) return true;
+    const forwardedHost = req.headers['x-forwarded-host'];
+    if (typeof forwardedHost !== 'string' || trusted.size === 0) return false;
+    const peer = req.socket?.remoteAddress;
+    if (!peer || !trusted.has(parseIp(peer))) return false;
+    const comma = forwardedHost.indexOf(',');
+    return isSameHostOrSubdomain(url, (comma < 0 ? forwardedHost : forwardedHost.slice(0, comma)).trim());
+  }
 
   /** Hand the request on unchanged: to the upstream (proxy mode) or the host app (embedded). */
   function forward(req: IncomingMessage, res: ServerResponse, next: Next | undefined): void {
@@ -238,6 +304,20 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
       }
       observer.signed(name, (performance.now() - started) / 1_000, true);
       routing.health.success(name);
+      if (!allowRegistryHost && targetsRegistryHost(result.url, req)) {
+        // Go clients would send the registry's Authorization to this URL: serve the bytes instead.
+        if (!warnedSameHost.has(name)) {
+          warnedSameHost.add(name);
+          logger.warn(
+            { signer: name, storageHost: new URL(result.url).host, host: req.headers.host },
+            'signed URL host is the registry host or a subdomain of it; clients would send their registry credentials there, so blobs are proxied (set allowRedirectToRegistryHost to redirect anyway)',
+          );
+        }
+        observer.fallback(name, 'same_host');
+        observer.decision('proxy', name, 'same_host');
+        forwardBlob(req, res, next);
+        return;
+      }
       if (routing.shadow) {
         // Shadow mode: everything up to the redirect happened (decision, signature); serve the bytes anyway.
         observer.decision('shadow', name, decision.reason);

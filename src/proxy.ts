@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type * as hpm from 'http-proxy-middleware';
 import { sendOciError } from './errors.js';
 import { requireDependency } from './lazy.js';
+import { applyForwardedFields, type ForwardedHeaders } from './forwarded.js';
 import { errorForLog } from './log.js';
 import type { Logger } from './types.js';
 
@@ -12,6 +13,10 @@ export interface PassThroughOptions {
   timeoutMs: number;
   agent: http.Agent;
   logger: Logger;
+  /** The `X-Forwarded-*` headers sent upstream instead of the client's (see forwarded.ts). */
+  forwarded: ForwardedHeaders;
+  /** Called with the upstream's status before its response is relayed (e.g. to drop cached grants after a DELETE). */
+  onUpstreamResponse?: ((req: IncomingMessage, status: number) => void) | undefined;
 }
 
 export type PassThrough = (req: IncomingMessage, res: ServerResponse) => void;
@@ -20,8 +25,8 @@ const TIMEOUT_CODES = new Set(['ETIMEDOUT', 'ESOCKETTIMEDOUT', 'UND_ERR_HEADERS_
 
 /**
  * Streams a request to the upstream and its response back, byte for byte (http-proxy-middleware).
- * `Host` is kept and `X-Forwarded-Host/-Proto/-For` are set, so the registry builds upload
- * `Location`s that point at this proxy. Failures become OCI error JSON: 504 when the upstream did
+ * `Host` is kept and the `X-Forwarded-*` headers are this proxy's own (`forwarded`), so the registry
+ * builds upload `Location`s that point at this proxy and cannot be told a client-chosen address. Failures become OCI error JSON: 504 when the upstream did
  * not answer in time, 502 when it could not be reached; a response already under way is reset.
  */
 export function createPassThrough(opts: PassThroughOptions): PassThrough {
@@ -32,7 +37,8 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
   const proxy = createProxyMiddleware<IncomingMessage, ServerResponse>({
     target: opts.upstream.href,
     changeOrigin: false,
-    xfwd: true,
+    // httpxy's xfwd keeps a client's own X-Forwarded-For/-Host; `forwarded` writes them instead.
+    xfwd: false,
     ejectPlugins: true,
     proxyTimeout: opts.timeoutMs,
     agent: opts.agent,
@@ -43,6 +49,8 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
         proxyServer.on('proxyReq', (proxyReq, req) => {
           proxyReq.once('timeout', () => timedOut.add(req));
         });
+        const onUpstreamResponse = opts.onUpstreamResponse;
+        if (onUpstreamResponse) proxyServer.on('proxyRes', (proxyRes, req) => onUpstreamResponse(req, proxyRes.statusCode ?? 0));
         proxyServer.on('error', (err, req, res) => {
           if (!req || !res || !('writeHead' in res)) {
             res?.destroy();
@@ -64,6 +72,9 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
     ],
   });
   return (req, res) => {
+    // httpxy copies req.headers into the upstream request; this is the one place they are rewritten
+    // (its 'proxyReq' event comes too late for piped bodies and never for `Expect: 100-continue`).
+    applyForwardedFields(req.headers, opts.forwarded(req));
     // Failures reach the 'error' listener above; the promise itself never rejects then. `next` is
     // called when hpm declines a request it cannot parse as a URL (e.g. "//" or "/\\"): answer it,
     // or the client would wait forever on a connection no timeout covers.

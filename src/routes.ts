@@ -54,3 +54,29 @@ export function parseBlobPath(url: string): BlobTarget | undefined {
 export function blobPath(target: BlobTarget): string {
   return `${PREFIX}${target.repository}${BLOBS}${target.digest}`;
 }
+
+const MANIFESTS = '/manifests/';
+const TAG_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
+
+/** A manifest path: `reference` is a tag or a validated digest. */
+export interface ManifestTarget {
+  readonly repository: string;
+  readonly reference: string;
+}
+
+/**
+ * Parses the path of `/v2/<name>/manifests/<reference>[?query]` (any method), where `reference`
+ * is a tag or a `sha256`/`sha512` digest. Returns `undefined` for anything else.
+ */
+export function parseManifestPath(url: string): ManifestTarget | undefined {
+  if (!url.startsWith(PREFIX)) return undefined;
+  const q = url.indexOf('?');
+  const path = q < 0 ? url : url.slice(0, q);
+  const at = path.lastIndexOf(MANIFESTS);
+  if (at <= PREFIX.length) return undefined;
+  const reference = path.slice(at + MANIFESTS.length);
+  if (!isValidDigest(reference) && !TAG_RE.test(reference)) return undefined;
+  const repository = path.slice(PREFIX.length, at);
+  if (!isValidRepositoryName(repository)) return undefined;
+  return { repository, reference };
+}

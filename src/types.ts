@@ -162,8 +162,10 @@ export interface TokenAuthOptions {
  * for `ttl`; negative ones for at most one second. Upstream mode keys on (SHA-256 of the caller's
  * `Authorization` + `Cookie`, repository, digest); token mode on (repository, digest), the token
  * itself being verified on every request. Concurrent misses share one upstream HEAD.
- * Trade-off: a blob deleted upstream, or a permission revoked upstream, may still redirect for up
- * to `ttl`.
+ * Trade-off: a permission revoked upstream, or a blob deleted upstream other than through this
+ * proxy, may still redirect for up to `ttl`. A `DELETE` of a blob or manifest that succeeds through
+ * this proxy drops that blob's (manifest: that repository's) cached decisions at once, in this
+ * process only: other replicas and `serve --workers` siblings keep theirs until `ttl`.
  */
 export interface DecisionCacheOptions {
   /** How long a positive decision is reused, in milliseconds. Default 30 000. `0` disables the cache. */
@@ -189,6 +191,24 @@ export interface RegistryRedirectOptions {
   /** Proxy mode: reuse authorization decisions for a short time. Default `{ ttl: 30000, maxEntries: 10000 }`; `false` or `{ ttl: 0 }` disables. See {@link DecisionCacheOptions}. */
   decisionCache?: DecisionCacheOptions | false;
   /**
+   * Proxy mode: take a `3xx` on the authorizing HEAD as "authorized and present". Default `false`:
+   * only a `2xx` is a grant, and a `3xx` sends the real GET upstream and relays its answer.
+   * **Risk:** fronts answer anonymous requests with `302 /login` (SSO) or `301 https://...`
+   * (plain-http port); with this on, such an answer hands out a signed URL for a private blob to
+   * anyone. Turn it on only when the upstream itself redirects blob HEADs (to its own storage) and
+   * nothing in front of it answers unauthenticated requests with a redirect. Example `true`.
+   */
+  acceptUpstreamRedirect?: boolean;
+  /**
+   * Redirect even when the signed URL's host name equals the registry's (the request's `Host`, or
+   * a trusted proxy's `X-Forwarded-Host`) or is a subdomain of it, ports ignored. Default `false`:
+   * such a blob is proxied instead (logged once per signer, counted as fallback reason
+   * `same_host`), because skopeo, podman, CRI-O, containerd and oras send the registry's
+   * `Authorization` along on such redirects. **Risk:** with `true`, storage or CDN logs receive
+   * registry passwords and tokens. Example `true` (only for storage you trust with them).
+   */
+  allowRedirectToRegistryHost?: boolean;
+  /**
    * What to do when the signer throws or times out. `'proxy'` (default): serve the blob from the
    * upstream (embedded mode: call `next()`), so the pull still works. `'error'`: answer 503 with an
    * OCI error body.
@@ -212,7 +232,10 @@ export interface RegistryRedirectOptions {
   /**
    * Peers whose `X-Forwarded-For` is believed (CIDRs). The client address used by `networks` and
    * `percent` is then the right-most untrusted hop. Default none: the socket peer is the client
-   * and the header is ignored. Example `["127.0.0.1/32", "10.0.0.0/8"]`.
+   * and the header is ignored. Upstream (pass-through and the authorizing HEAD) always gets this
+   * proxy's own `X-Forwarded-For` (the incoming list plus the peer from a trusted peer, only the
+   * peer otherwise), and `X-Forwarded-Host/-Proto/-Port`, `Forwarded` and `X-Real-IP` from a
+   * client that is not a trusted peer are replaced or dropped. Example `["127.0.0.1/32", "10.0.0.0/8"]`.
    */
   trustedProxies?: readonly string[];
   /** Metrics observer, e.g. `prometheusMetrics()`. Default: none. See {@link RedirectObserver}. */
@@ -256,8 +279,12 @@ export type DecisionAction =
 /** The authorizing step's outcome (label `outcome`). */
 export type AuthorizeOutcome = 'granted' | 'denied' | 'error';
 
-/** Why a redirect fell back (label `reason` of the fallbacks counter). */
-export type FallbackReason = 'signer_error' | 'signer_timeout' | 'signer_unhealthy';
+/**
+ * Why a redirect fell back (label `reason` of the fallbacks counter). `same_host`: the signed URL's
+ * host is the registry's host or a subdomain of it, where clients send their registry credentials,
+ * so the blob was proxied (see `allowRedirectToRegistryHost`).
+ */
+export type FallbackReason = 'signer_error' | 'signer_timeout' | 'signer_unhealthy' | 'same_host';
 
 /**
  * The events the middleware reports. Every label value comes from configuration (signer names,
@@ -272,7 +299,7 @@ export interface RedirectObserver {
   signed?(signer: string, seconds: number, ok: boolean): void;
   /** The authorizing step (upstream HEAD or embedded hook) finished. */
   authorized?(seconds: number, outcome: AuthorizeOutcome): void;
-  /** A redirect was replaced by the fallback (`onSignerError`). */
+  /** A redirect was replaced by a fallback: `onSignerError`, or proxying for `same_host`. */
   fallback?(signer: string, reason: FallbackReason): void;
   /** Blob bytes delivered: `redirected` (size of redirected blobs) or `proxied` (Content-Length served). */
   bytes?(delivery: 'redirected' | 'proxied', bytes: number): void;

@@ -25,6 +25,12 @@ export interface DecisionCache<V> {
   get(key: string, load: () => Promise<V>): Promise<V>;
   /** Number of cached (possibly expired, not yet evicted) entries. */
   readonly size: number;
+  /**
+   * Drops every cached decision for `digest` in `repository`, or for the whole repository when
+   * `digest` is omitted, whatever credential it was cached for. Loads already in flight for those
+   * keys still answer their waiters but are not cached. Returns the number of entries dropped.
+   */
+  forget(repository: string, digest?: string): number;
   /** Counters since creation: `hits` (answered from cache), `loads` (loads started), `shared` (callers that joined a load in flight). */
   stats(): { hits: number; loads: number; shared: number };
   clear(): void;
@@ -78,6 +84,8 @@ export function createDecisionCache<V extends object>(
   const { ttl, ttlOf } = options;
   const entries = new LRUCache<string, Entry<V>>({ max: options.maxEntries });
   const inFlight = new Map<string, Promise<V>>();
+  // Loads that a `forget` overtook: what they learnt predates the change, so it is not kept.
+  const overtaken = new WeakSet<Promise<V>>();
   let hits = 0;
   let loads = 0;
   let shared = 0;
@@ -98,15 +106,15 @@ export function createDecisionCache<V extends object>(
         return pending;
       }
       loads++;
-      const started = load().then(
+      const started: Promise<V> = load().then(
         (value) => {
-          inFlight.delete(key);
+          if (inFlight.get(key) === started) inFlight.delete(key);
           const keep = Math.min(ttl, ttlOf(value, ttl));
-          if (keep > 0) entries.set(key, { value, expiresAt: now() + keep });
+          if (keep > 0 && !overtaken.has(started)) entries.set(key, { value, expiresAt: now() + keep });
           return value;
         },
         (err: unknown) => {
-          inFlight.delete(key);
+          if (inFlight.get(key) === started) inFlight.delete(key);
           throw err;
         },
       );
@@ -115,6 +123,25 @@ export function createDecisionCache<V extends object>(
     },
     get size() {
       return entries.size;
+    },
+    forget(repository, digest) {
+      // A scan: deletes are rare next to reads, and a credential-keyed entry cannot be found
+      // by (repository, digest) any other way without an index on every insert and eviction.
+      const matches = (key: string) => keyMatches(key, repository, digest);
+      let dropped = 0;
+      for (const key of [...entries.keys()]) {
+        if (matches(key)) {
+          entries.delete(key);
+          dropped++;
+        }
+      }
+      for (const [key, pending] of inFlight) {
+        if (matches(key)) {
+          overtaken.add(pending);
+          inFlight.delete(key);
+        }
+      }
+      return dropped;
     },
     stats: () => ({ hits, loads, shared }),
     clear() {
@@ -137,6 +164,15 @@ export function credentialDigest(headers: IncomingHttpHeaders): string {
 
 /** {@link credentialDigest} of a request without `Authorization` and `Cookie`. */
 const ANONYMOUS = hash('sha256', '\n', 'hex');
+
+/** Whether a {@link decisionKey} is for `repository` (and `digest`, when given). */
+function keyMatches(key: string, repository: string, digest: string | undefined): boolean {
+  const last = key.lastIndexOf(' ');
+  if (last < 0) return false;
+  if (digest !== undefined && (key.length - last - 1 !== digest.length || !key.endsWith(digest))) return false;
+  const start = key.lastIndexOf(' ', last - 1) + 1;
+  return last - start === repository.length && key.startsWith(repository, start);
+}
 
 /**
  * Cache key of a blob in one repository, optionally for one credential. Repository names and

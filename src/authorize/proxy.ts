@@ -1,4 +1,5 @@
 import type http from 'node:http';
+import type { ForwardedHeaders } from '../forwarded.js';
 import type { DecisionCacheOptions, Logger, TokenAuthOptions } from '../types.js';
 import { NEGATIVE_DECISION_TTL_MS, createDecisionCache, resolveDecisionCacheOptions } from './cache.js';
 import { createTokenAuthorizer, createTokenVerifier } from './token.js';
@@ -14,15 +15,25 @@ export interface ProxyAuthorizerOptions {
   logger: Logger;
   tokenAuth?: TokenAuthOptions | undefined;
   decisionCache?: DecisionCacheOptions | false | undefined;
+  forwarded: ForwardedHeaders;
+  /** Take a 3xx on the authorizing HEAD as a grant (see `acceptUpstreamRedirect`). */
+  acceptRedirect?: boolean | undefined;
+}
+
+/** The proxy-mode authorizer and a way to drop what its decision cache holds. */
+export interface ProxyAuthorization {
+  authorize: Authorizer;
+  /** Drops cached decisions for `digest` in `repository`, or all of the repository's (see DecisionCache.forget). */
+  forget(repository: string, digest?: string): void;
 }
 
 /**
  * Picks the proxy-mode authorizer (upstream HEAD, or local token verification + existence HEAD)
  * and wraps its upstream HEAD in the decision cache. Validates `tokenAuth` and `decisionCache`.
  */
-export function createProxyAuthorizer(opts: ProxyAuthorizerOptions): Authorizer {
+export function createProxyAuthorizer(opts: ProxyAuthorizerOptions): ProxyAuthorization {
   const settings = resolveDecisionCacheOptions(opts.decisionCache);
-  const probeOptions = { upstream: opts.upstream, timeoutMs: opts.timeoutMs, agent: opts.agent };
+  const probeOptions = { upstream: opts.upstream, timeoutMs: opts.timeoutMs, agent: opts.agent, forwarded: opts.forwarded, acceptRedirect: opts.acceptRedirect };
 
   if (opts.tokenAuth === undefined) {
     // Keyed by credential: a 401/403 belongs to that caller, so it may be reused briefly too.
@@ -30,7 +41,7 @@ export function createProxyAuthorizer(opts: ProxyAuthorizerOptions): Authorizer 
       ...settings,
       ttlOf: (v, ttl) => (v.allowed ? ttl : v.status === 401 || v.status === 403 || v.status === 404 ? NEGATIVE_DECISION_TTL_MS : 0),
     });
-    return createUpstreamAuthorizer({ ...probeOptions, logger: opts.logger, cache });
+    return { authorize: createUpstreamAuthorizer({ ...probeOptions, logger: opts.logger, cache }), forget: (r, d) => void cache?.forget(r, d) };
   }
 
   const verifier = createTokenVerifier(opts.tokenAuth);
@@ -40,5 +51,8 @@ export function createProxyAuthorizer(opts: ProxyAuthorizerOptions): Authorizer 
     ...settings,
     ttlOf: (v, ttl) => (v.allowed ? ttl : v.status === 404 ? NEGATIVE_DECISION_TTL_MS : 0),
   });
-  return createTokenAuthorizer({ verifier, probe: createUpstreamProbe(probeOptions), cache, timeoutMs: opts.timeoutMs, logger: opts.logger });
+  return {
+    authorize: createTokenAuthorizer({ verifier, probe: createUpstreamProbe(probeOptions), cache, timeoutMs: opts.timeoutMs, logger: opts.logger }),
+    forget: (r, d) => void cache?.forget(r, d),
+  };
 }

@@ -1,6 +1,7 @@
 import type http from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { RegistryRedirectError, sendOciError } from '../errors.js';
+import { applyForwardedFields, type ForwardedHeaders } from '../forwarded.js';
 import { errorForLog } from '../log.js';
 import { isValidDigest } from '../routes.js';
 import type { BlobTarget, Logger } from '../types.js';
@@ -10,9 +11,9 @@ import type { Authorizer } from './types.js';
 
 /** The upstream's answer to the authorizing HEAD. */
 export type UpstreamVerdict =
-  /** 2xx (or the upstream's own redirect): the caller may read the blob and it exists there. */
+  /** 2xx (a 3xx only with `acceptRedirect`): the caller may read the blob and it exists there. */
   | { readonly allowed: true; readonly size: number | undefined; readonly digest: string }
-  /** Anything else (401/403/404/5xx): not a yes. The real GET goes upstream and is relayed. */
+  /** Anything else (3xx, 401/403/404, 5xx): not a yes. The real GET goes upstream and is relayed. */
   | { readonly allowed: false; readonly status: number };
 
 // Headers never forwarded on the probe. Hop-by-hop headers are per connection. Range and the
@@ -38,11 +39,15 @@ const NOT_FORWARDED = new Set([
   'if-unmodified-since',
 ]);
 
-function probeHeaders(incoming: IncomingHttpHeaders): OutgoingHttpHeaders {
+function probeHeaders(req: IncomingMessage, forwarded: ForwardedHeaders): OutgoingHttpHeaders {
+  const incoming: IncomingHttpHeaders = req.headers;
   const out: OutgoingHttpHeaders = {};
   for (const name in incoming) {
     if (!NOT_FORWARDED.has(name)) out[name] = incoming[name];
   }
+  // The probe asks with the caller's identity, and an upstream that allow-lists by address must
+  // see the caller's real one, exactly as on pass-through.
+  applyForwardedFields(out, forwarded(req));
   return out;
 }
 
@@ -55,6 +60,14 @@ export interface UpstreamAuthorizerOptions {
   /** No response headers within this many milliseconds -> UPSTREAM_TIMEOUT. */
   timeoutMs: number;
   agent: http.Agent;
+  /** The `X-Forwarded-*` headers sent instead of the client's (see forwarded.ts). */
+  forwarded: ForwardedHeaders;
+  /**
+   * Take a 3xx on the probe as a grant. Off by default: fronts answer anonymous requests with
+   * `302 /login` or `301 https://...`, which say nothing about the caller's rights. Only for an
+   * upstream that redirects its own blob GETs to storage and answers HEAD the same way.
+   */
+  acceptRedirect?: boolean | undefined;
 }
 
 /**
@@ -70,6 +83,7 @@ export function createUpstreamProbe(opts: UpstreamAuthorizerOptions): UpstreamPr
   const hostname = opts.upstream.hostname.replace(/^\[|\]$/g, '');
   const port = opts.upstream.port || (opts.upstream.protocol === 'https:' ? 443 : 80);
   const basePath = opts.upstream.pathname.replace(/\/+$/, '');
+  const acceptRedirect = opts.acceptRedirect === true;
 
   return function authorizeViaUpstream(req: IncomingMessage, target: BlobTarget, path: string): Promise<UpstreamVerdict> {
     return new Promise<UpstreamVerdict>((resolve, reject) => {
@@ -79,7 +93,7 @@ export function createUpstreamProbe(opts: UpstreamAuthorizerOptions): UpstreamPr
         port,
         method: 'HEAD',
         path: basePath + path,
-        headers: probeHeaders(req.headers),
+        headers: probeHeaders(req, opts.forwarded),
         agent: opts.agent,
       });
       probe.setTimeout(opts.timeoutMs, () => {
@@ -97,7 +111,7 @@ export function createUpstreamProbe(opts: UpstreamAuthorizerOptions): UpstreamPr
         settled = true;
         res.resume();
         const status = res.statusCode ?? 0;
-        if ((status >= 200 && status < 300) || isRedirect(status)) {
+        if ((status >= 200 && status < 300) || (acceptRedirect && isRedirect(status))) {
           const stored = res.headers['docker-content-digest'];
           const digest = typeof stored === 'string' && isValidDigest(stored) ? stored : target.digest;
           const length = status < 300 ? Number(res.headers['content-length']) : Number.NaN;
@@ -121,7 +135,7 @@ export function answerProbeFailure(res: ServerResponse, err: unknown, timeoutMs:
 }
 
 /**
- * Upstream mode: a 2xx (or the upstream's own redirect) on the HEAD probe is a grant; any other
+ * Upstream mode: a 2xx on the HEAD probe is a grant (a 3xx only with `acceptRedirect`); any other
  * status is `deny`, so the real GET goes upstream and its answer is relayed. No answer at all
  * fails closed with an OCI error: 504 on timeout, 502 when unreachable. With a decision `cache`,
  * answers are reused per (SHA-256 of the caller's credentials, repository, digest).

@@ -16,6 +16,8 @@ export interface AuthorizeConfig {
   tokenAuth?: TokenAuthOptions;
   /** Decision cache settings in milliseconds (`ttl: 0` disables). */
   cache: Required<DecisionCacheOptions>;
+  /** Take a 3xx on the authorizing HEAD as a grant. Default false (see `acceptUpstreamRedirect`). */
+  acceptUpstreamRedirect: boolean;
 }
 
 const duration = (example: string) => z.union([z.string(), z.number()], { error: `write a duration, e.g. "${example}"` });
@@ -52,6 +54,9 @@ const authorizeBlock = z
     mode: z.enum(['upstream', 'token'], { error: 'write "upstream" (default: the upstream registry answers a HEAD per decision) or "token" (verify bearer tokens locally)' }).optional(),
     token: tokenBlock.optional(),
     cache: cacheBlock.optional(),
+    acceptUpstreamRedirect: z
+      .boolean({ error: 'write true (a 3xx on the authorizing HEAD counts as a grant: only for an upstream that redirects blob GETs itself, never behind an SSO or http->https front) or false (default: only a 2xx is a grant)' })
+      .optional(),
   })
   .strict();
 
@@ -83,11 +88,12 @@ export function authorizeFromConfig(raw: unknown, prefix = 'authorize'): Authori
     maxEntries: block.cache?.maxEntries ?? DEFAULT_DECISION_MAX_ENTRIES,
   };
   resolveDecisionCacheOptions(cache, `${prefix}.cache`);
+  const acceptUpstreamRedirect = block.acceptUpstreamRedirect ?? false;
   if (mode === 'upstream') {
     if (block.token !== undefined) {
       throw new RegistryRedirectError('CONFIG_INVALID', `${prefix}.token: only used with mode: token; add "mode: token" to ${prefix} or remove the token block`);
     }
-    return { mode, cache };
+    return { mode, cache, acceptUpstreamRedirect };
   }
   const t = block.token;
   if (t === undefined) {
@@ -106,5 +112,5 @@ export function authorizeFromConfig(raw: unknown, prefix = 'authorize'): Authori
     ...(t.clockSkew !== undefined && { clockSkew: durationOrZero(t.clockSkew, `${where}.clockSkew`) }),
   };
   createTokenVerifier(tokenAuth, where);
-  return { mode, tokenAuth, cache };
+  return { mode, tokenAuth, cache, acceptUpstreamRedirect };
 }

@@ -2,16 +2,20 @@ import { parseArgs } from 'node:util';
 import { RegistryRedirectError } from '../errors.js';
 import { redact, urlForLog } from '../log.js';
 import { isValidDigest, isValidRepositoryName } from '../routes.js';
+import { isSameHostOrSubdomain } from '../same-host.js';
 import { formatDuration } from '../signers/common.js';
 import type { Signer } from '../types.js';
 import { loadConfig, type ServerConfig } from './config.js';
 
-export const CHECK_USAGE = `Usage: registry-redirect check --config FILE.yaml [--repository R --digest D] [--size N] [--creds USER:PASS]
+export const CHECK_USAGE = `Usage: registry-redirect check --config FILE.yaml [--repository R --digest D] [--size N] [--creds USER:PASS] [--registry-host NAME]
 
 Validates the config and signs a URL with every configured signer. With --repository and --digest
 it also fetches the signed URL (a ranged GET of byte 0) to prove that storage accepts the signature
 and holds the object with the size the registry reports (asked from the upstream with --creds, or
-given with --size). Prints one verdict line per signer; exits 0 when all pass, 1 otherwise.`;
+given with --size). It fails a signer whose URLs are on --registry-host (the name clients pull from)
+or a subdomain of it, and warns when they are on the upstream's host name: such blobs are proxied,
+not redirected, because clients would send their registry credentials there. Prints one verdict
+line per signer (and warnings); exits 0 when all pass, 1 otherwise.`;
 
 /** The digest of the empty blob: the only blob whose object may be empty. */
 const EMPTY_DIGEST = 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
@@ -28,11 +32,42 @@ export interface CheckOptions {
   creds?: string;
   /** Per request, milliseconds. Default 10 000. */
   timeoutMs?: number;
+  /** The host name clients pull from (`registry.example.com`): signer URLs on it or a subdomain fail. */
+  registryHost?: string;
 }
 
 interface Verdict {
   ok: boolean;
   text: string;
+  /** Printed after the verdict line as `warn` lines; they do not change the exit code. */
+  warnings?: string[];
+}
+
+/**
+ * The redirect guard's view of a signed URL. The client's `Host` is unknown here, so the name
+ * given with --registry-host decides (fail), and the upstream's host name is a hint (warn): a
+ * registry reached by that name would have every blob proxied.
+ */
+function hostVerdict(url: string, config: ServerConfig, opts: CheckOptions): { fail?: string; warnings: string[] } {
+  const shown = new URL(url).hostname;
+  const warnings: string[] = [];
+  const names: Array<[string, string]> = [];
+  if (opts.registryHost) names.push([`--registry-host ${opts.registryHost}`, opts.registryHost]);
+  names.push([`the upstream's host ${config.upstream.hostname}`, config.upstream.host]);
+  for (const [what, host] of names) {
+    if (!isSameHostOrSubdomain(url, host)) continue;
+    if (config.allowRedirectToRegistryHost) {
+      warnings.push(`signed URLs on ${shown} are on ${what} or a subdomain of it, and allowRedirectToRegistryHost is on: skopeo, podman, containerd and oras send their registry credentials to that storage`);
+    } else if (host === opts.registryHost) {
+      return {
+        fail: `signed URLs on ${shown} are on ${what} or a subdomain of it: clients would send their registry credentials there, so every blob GET is proxied (fallback reason same_host), never redirected; serve storage from another host name`,
+        warnings,
+      };
+    } else {
+      warnings.push(`signed URLs on ${shown} are on ${what} or a subdomain of it: clients reaching the registry by that name get blobs proxied (same_host), not redirected; pass --registry-host NAME to check the name clients use`);
+    }
+  }
+  return { warnings };
 }
 
 /** The signers a config names, labelled by their config key. */
@@ -87,7 +122,10 @@ async function sizeFromUpstream(config: ServerConfig, opts: CheckOptions, timeou
     const length = contentLength(res);
     return length === undefined ? { note: 'the upstream sent no Content-Length' } : { size: length };
   }
-  if (res.status >= 300 && res.status < 400) return { note: `the upstream answered ${res.status} (it redirects by itself)` };
+  if (res.status >= 300 && res.status < 400) {
+    const hint = config.authorize.acceptUpstreamRedirect ? '' : '; such blobs are not redirected unless authorize.acceptUpstreamRedirect is set';
+    return { note: `the upstream answered ${res.status} (it redirects by itself${hint})` };
+  }
   if (res.status === 401 || res.status === 403) return { note: `the upstream answered ${res.status}; pass --creds USER:PASS or --size N` };
   return { note: `the upstream answered ${res.status} for this blob` };
 }
@@ -111,6 +149,14 @@ async function checkSigner(signer: Signer, config: ServerConfig, opts: CheckOpti
   const left = Math.max(0, expiresAt - Date.now());
   const valid = `valid ${left >= 60_000 ? formatDuration(Math.round(left / 60_000) * 60_000) : formatDuration(Math.round(left / 1_000) * 1_000)}`;
   const shown = urlForLog(url);
+  const hosts = hostVerdict(url, config, opts);
+  if (hosts.fail) return { ok: false, text: hosts.fail, warnings: hosts.warnings };
+  const verdict = await checkStorage(url, shown, valid, config, opts, timeoutMs);
+  return hosts.warnings.length ? { ...verdict, warnings: hosts.warnings } : verdict;
+}
+
+/** Without a digest: the signature alone; with one: fetches the URL and compares sizes. */
+async function checkStorage(url: string, shown: string, valid: string, config: ServerConfig, opts: CheckOptions, timeoutMs: number): Promise<Verdict> {
   if (!opts.digest) {
     return { ok: true, text: `signed GET ${shown} (${valid}); pass --repository and --digest to prove storage accepts it` };
   }
@@ -182,6 +228,7 @@ export async function runCheck(opts: CheckOptions, out: (line: string) => void, 
   for (const { label, signer } of signersOf(config)) {
     const verdict = await checkSigner(signer, config, opts, timeoutMs);
     out(`${verdict.ok ? 'ok  ' : 'FAIL'}  ${label} (${signer.name}): ${verdict.text}`);
+    for (const warning of verdict.warnings ?? []) out(`warn  ${label} (${signer.name}): ${warning}`);
     if (!verdict.ok) failed++;
     await signer.close?.();
   }
@@ -204,6 +251,7 @@ export async function checkCommand(args: string[], out: (line: string) => void =
         digest: { type: 'string', short: 'd' },
         size: { type: 'string' },
         creds: { type: 'string' },
+        'registry-host': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -229,6 +277,7 @@ export async function checkCommand(args: string[], out: (line: string) => void =
       ...(values.repository !== undefined ? { repository: values.repository, digest: values.digest! } : {}),
       ...(size !== undefined ? { size } : {}),
       ...(values.creds !== undefined ? { creds: values.creds } : {}),
+      ...(values['registry-host'] !== undefined ? { registryHost: values['registry-host'] } : {}),
     },
     out,
     env,

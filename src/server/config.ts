@@ -25,6 +25,9 @@ const fileSchema = z
     cache: cacheBlock.optional(),
     onSignerError: z.enum(['proxy', 'error'], { error: 'write "proxy" (serve the blob from upstream, default) or "error" (answer 503)' }).optional(),
     authorize: z.unknown().optional(),
+    allowRedirectToRegistryHost: z
+      .boolean({ error: 'write true (redirect even to storage on the registry host or a subdomain of it: clients send it their registry credentials) or false (default: proxy such blobs)' })
+      .optional(),
     timeouts: z
       .object({
         authorize: duration('10s').optional(),
@@ -63,6 +66,8 @@ export interface ServerConfig extends Omit<RolloutConfig, 'metrics'> {
   onSignerError: 'proxy' | 'error';
   /** `authorize:` block: mode (upstream | token), token settings, decision cache. */
   authorize: AuthorizeConfig;
+  /** Redirect to signed URLs on the registry's host or a subdomain of it. Default false: proxied. */
+  allowRedirectToRegistryHost: boolean;
   timeouts: { authorize: number; upstream: number; signer: number; shutdown: number; headers: number };
   log: { level: (typeof LOG_LEVELS)[number]; requests: boolean };
   /** `metrics:`; undefined -> no metrics. `listen` undefined -> served on the main listener at `path`. */
@@ -149,6 +154,7 @@ export function buildConfig(raw: unknown): ServerConfig {
     onSignerError: file.onSignerError ?? 'proxy',
     timeouts,
     authorize: authorizeFromConfig(file.authorize),
+    allowRedirectToRegistryHost: file.allowRedirectToRegistryHost ?? false,
     log: { level: file.log?.level ?? 'info', requests: file.log?.requests ?? true },
   };
 }

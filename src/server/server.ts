@@ -60,6 +60,8 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
         onSignerError: c.onSignerError,
         tokenAuth: c.authorize.tokenAuth,
         decisionCache: c.authorize.cache,
+        acceptUpstreamRedirect: c.authorize.acceptUpstreamRedirect,
+        allowRedirectToRegistryHost: c.allowRedirectToRegistryHost,
         timeouts: { authorize: c.timeouts.authorize, upstream: c.timeouts.upstream, signer: c.timeouts.signer },
         logger,
       }),

@@ -93,16 +93,19 @@ describe('blob GET, authorized and present', () => {
     expect(res.headers['docker-content-digest']).toBe(stored);
   });
 
-  it('treats an upstream that redirects by itself as authorized', async () => {
+  it('treats an upstream that redirects by itself as authorized only with acceptUpstreamRedirect', async () => {
     upstream.override((req, res) => {
-      if (req.method !== 'HEAD') return false;
-      res.writeHead(307, { Location: 'https://elsewhere.example/blob' });
+      res.writeHead(307, { Location: 'https://elsewhere.example/blob', 'Content-Length': '0' });
       res.end();
       return true;
     });
-    const res = await request(app()).get(`/v2/team/app/blobs/${DIGEST}`).set('Authorization', BASIC).redirects(0);
+    const res = await request(app({ acceptUpstreamRedirect: true })).get(`/v2/team/app/blobs/${DIGEST}`).set('Authorization', BASIC).redirects(0);
     expect(res.status).toBe(307);
     expect(res.headers.location).toContain('127.0.0.2:10000');
+    // By default the 3xx is no grant: the upstream's own answer to the GET is relayed.
+    const relayed = await request(app()).get(`/v2/team/app/blobs/${DIGEST}`).set('Authorization', BASIC).redirects(0);
+    expect(relayed.status).toBe(307);
+    expect(relayed.headers.location).toBe('https://elsewhere.example/blob');
   });
 
   it('passes the size the upstream reported to the signer', async () => {

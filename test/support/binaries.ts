@@ -15,19 +15,20 @@ const PACKAGES: Record<string, string> = {
   'docker-registry': 'docker-registry',
   skopeo: 'skopeo',
   wrk: 'wrk',
+  nginx: 'nginx-light',
 };
 
+// Debian installs daemons such as nginx in sbin, which is not on every user's PATH.
+const SBIN = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
+
 /**
- * Resolve `name` to an executable path, searching `PATH` (or return `name` itself
+ * Resolve `name` to an executable path, searching `PATH` and then the sbin directories (or return `name` itself
  * if it is an absolute path to an executable). Returns `undefined` when not found.
  */
 export function findBinary(name: string): string | undefined {
   const candidates = isAbsolute(name)
     ? [name]
-    : (process.env.PATH ?? '')
-        .split(delimiter)
-        .filter((d) => d !== '')
-        .map((d) => join(d, name));
+    : [...(process.env.PATH ?? '').split(delimiter), ...SBIN].filter((d) => d !== '').map((d) => join(d, name));
   for (const c of candidates) {
     try {
       accessSync(c, constants.X_OK);

@@ -52,7 +52,7 @@ describe('authorize: config block', () => {
 
   it('defaults to upstream mode with the 30 s decision cache', () => {
     const config = buildConfig(base());
-    expect(config.authorize).toEqual({ mode: 'upstream', cache: { ttl: 30_000, maxEntries: 10_000 } });
+    expect(config.authorize).toEqual({ mode: 'upstream', cache: { ttl: 30_000, maxEntries: 10_000 }, acceptUpstreamRedirect: false });
   });
 
   it.each([

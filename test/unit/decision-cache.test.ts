@@ -163,3 +163,41 @@ describe('resolveDecisionCacheOptions', () => {
     expect(() => resolveDecisionCacheOptions(opts as never)).toThrow(message);
   });
 });
+
+describe('forget (a DELETE through the proxy)', () => {
+  const allowed = { allowed: true } as const;
+  const make = () => createDecisionCache<{ allowed: boolean }>({ ttl: 30_000, maxEntries: 100, ttlOf: (_v, ttl) => ttl })!;
+
+  it('drops one blob of one repository for every credential, or the whole repository, and nothing else', async () => {
+    const cache = make();
+    const keys = [
+      decisionKey({ repository: 'team/app', digest: 'sha256:aa' }, 'c1'),
+      decisionKey({ repository: 'team/app', digest: 'sha256:aa' }, 'c2'),
+      decisionKey({ repository: 'team/app', digest: 'sha256:bb' }, 'c1'),
+      decisionKey({ repository: 'team/app2', digest: 'sha256:aa' }, 'c1'),
+      decisionKey({ repository: 'x/team/app', digest: 'sha256:aa' }, 'c1'),
+      decisionKey({ repository: 'team/app', digest: 'sha256:aa' }),
+    ];
+    for (const key of keys) await cache.get(key, async () => allowed);
+    expect(cache.forget('team/app', 'sha256:aa')).toBe(3);
+    expect(cache.size).toBe(3);
+    expect(cache.forget('team/app')).toBe(1);
+    expect(cache.size).toBe(2);
+    expect(cache.forget('team/app2', 'sha256:a')).toBe(0);
+  });
+
+  it('a load in flight when forget runs answers its waiters but is not cached', async () => {
+    const cache = make();
+    const key = decisionKey({ repository: 'team/app', digest: 'sha256:aa' }, 'c1');
+    let release!: () => void;
+    const pending = cache.get(key, () => new Promise((resolve) => (release = () => resolve(allowed))));
+    cache.forget('team/app', 'sha256:aa');
+    let loads = 0;
+    const fresh = cache.get(key, async () => (loads++, allowed));
+    release();
+    expect(await pending).toBe(allowed);
+    await fresh;
+    expect(loads).toBe(1);
+    expect(cache.stats().hits).toBe(0);
+  });
+});
