@@ -1,4 +1,3 @@
-import { createHash, createHmac } from 'node:crypto';
 import type { SignRequest, SignedUrl, Signer } from '../types.js';
 import { once, zod } from '../lazy.js';
 import { blockKeys, signerKind } from './kind.js';
@@ -156,6 +155,8 @@ export function hmacSigner(options: HmacSignerOptions): Signer {
   const keyEncoding = options.keyEncoding ?? preset?.keyEncoding ?? 'utf8';
   if (!KEY_ENCODINGS.includes(keyEncoding)) configError(`signer.hmac.keyEncoding: write one of ${KEY_ENCODINGS.join(', ')}`);
   const secret = decodeKey(key, keyEncoding);
+  // node:crypto is loaded by the first hmac signer, not when the package is imported.
+  const { createHash, createHmac } = process.getBuiltinModule('node:crypto');
 
   const messageFields: Field[] = ['path', 'url', 'expires', 'issued', 'keyName', ...(alg.hmac ? [] : ['key' as const])];
   const message = compile(options.message ?? preset?.message, 'signer.hmac.message', messageFields);
