@@ -20,6 +20,7 @@ export {
   type RolloutPolicy,
   type RolloutRule,
 } from './rollout.js';
+export type { PushAction, PushOptions, PushRule, UploadAction, UploadReason } from './push.js';
 export {
   prometheusMetrics,
   type AuthorizeOutcome,

@@ -24,6 +24,7 @@ export function completeObserver(observer: RedirectObserver | undefined): Comple
     signerHealth: bind('signerHealth'),
     probe: bind('probe'),
     cacheResult: bind('cacheResult'),
+    upload: bind('upload'),
   };
 }
 
@@ -123,6 +124,12 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
     labelNames: ['signer', 'result'] as const,
     registers,
   });
+  const uploads = new Counter({
+    name: 'registry_redirect_upload_decisions_total',
+    help: 'Upload-start POSTs with push steering configured, by action (steer, redirect, proxy, shadow) and reason (rule, default, mount, monolithic, not_accepted, unexpected_location).',
+    labelNames: ['action', 'reason'] as const,
+    registers,
+  });
   const reloads = new Counter({
     name: 'registry_redirect_config_reloads_total',
     help: 'Configuration reloads by result (success, failure).',
@@ -156,6 +163,7 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
     },
     probe: (signer, ok) => probes.inc({ signer, result: ok ? 'ok' : 'error' }),
     cacheResult: (signer, result) => cache.inc({ signer, result }),
+    upload: (action, reason) => uploads.inc({ action, reason }),
     reloaded: (ok) => {
       reloads.inc({ result: ok ? 'success' : 'failure' });
       if (ok) lastReload.set(Date.now() / 1_000);

@@ -6,8 +6,10 @@ import { parseCidrList, parseIp } from './client-ip.js';
 import { RegistryRedirectError, sendOciError } from './errors.js';
 import { createForwardedHeaders } from './forwarded.js';
 import { errorForLog, silentLogger } from './log.js';
+import { createClientIpResolver } from './client-ip.js';
 import { countProxiedBytes, type FallbackReason } from './metrics.js';
 import { createPassThrough, pathForLog } from './proxy.js';
+import { compilePush } from './push.js';
 import { NO_SIGNER, type RolloutDecision } from './rollout.js';
 import { isPromiseLike } from './promise.js';
 import { parseBlobPath, parseManifestPath } from './routes.js';
@@ -47,6 +49,7 @@ const OPTION_KEYS = {
   health: true,
   acceptUpstreamRedirect: true,
   allowRedirectToRegistryHost: true,
+  push: true,
 } as const satisfies Record<keyof RegistryRedirectOptions, true>;
 const KNOWN_OPTIONS: ReadonlySet<string> = new Set(Object.keys(OPTION_KEYS));
 
@@ -73,6 +76,9 @@ function validateOptions(options: RegistryRedirectOptions): void {
   }
   if (options.upstream === undefined && (options.tokenAuth !== undefined || options.decisionCache !== undefined)) {
     throw new RegistryRedirectError('CONFIG_INVALID', 'registryRedirect: `tokenAuth` and `decisionCache` need `upstream` (proxy mode): existence is confirmed by the upstream; in embedded mode your `authorize` hook decides');
+  }
+  if (options.upstream === undefined && options.push !== undefined) {
+    throw new RegistryRedirectError('CONFIG_INVALID', 'registryRedirect: `push` needs `upstream` (proxy mode): steering rewrites the upstream\'s upload answer; in embedded mode your registry builds its own upload Location');
   }
   for (const key of ['acceptUpstreamRedirect', 'allowRedirectToRegistryHost'] as const) {
     if (options[key] !== undefined && typeof options[key] !== 'boolean') {
@@ -182,6 +188,10 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
   // Decide step: policy, named signers and their breakers. Validated here, before any agent exists.
   const routing = createRouting(options, logger);
   const observer = routing.observer;
+
+  // Upload sessions steered to the write endpoint (proxy mode); the rules run on the rollout engine.
+  const push =
+    options.push === undefined ? undefined : compilePush(options.push, { clientIp: createClientIpResolver(options.trustedProxies ?? []), observer, logger });
 
   const upstream = options.upstream === undefined ? undefined : parseUpstream(options.upstream);
   const agent = upstream
@@ -352,6 +362,7 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
   const middleware = (req: IncomingMessage, res: ServerResponse, next?: Next): void => {
     const target = req.method === 'GET' && req.url ? parseBlobPath(req.url) : undefined;
     if (!target) {
+      if (push && passThrough && req.method === 'POST' && push.handle(req, res, passThrough)) return;
       forward(req, res, next);
       return;
     }

@@ -19,7 +19,11 @@ export interface PassThroughOptions {
   onUpstreamResponse?: ((req: IncomingMessage, status: number) => void) | undefined;
 }
 
-export type PassThrough = (req: IncomingMessage, res: ServerResponse) => void;
+/**
+ * Streams `req` upstream. `onResponse` sees the upstream's response head before it is copied to
+ * the client (push steering edits the upload `Location` there).
+ */
+export type PassThrough = (req: IncomingMessage, res: ServerResponse, onResponse?: (upstreamRes: IncomingMessage) => void) => void;
 
 const TIMEOUT_CODES = new Set(['ETIMEDOUT', 'ESOCKETTIMEDOUT', 'UND_ERR_HEADERS_TIMEOUT']);
 
@@ -34,6 +38,8 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
   const timedOut = new WeakSet<IncomingMessage>();
   // Loaded with the first proxy-mode middleware, not when the package is imported.
   const { createProxyMiddleware } = requireDependency<typeof hpm>('http-proxy-middleware');
+  // Per-request response hooks (push steering); most requests have none.
+  const responseHooks = new WeakMap<IncomingMessage, (upstreamRes: IncomingMessage) => void>();
   const proxy = createProxyMiddleware<IncomingMessage, ServerResponse>({
     target: opts.upstream.href,
     changeOrigin: false,
@@ -50,7 +56,11 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
           proxyReq.once('timeout', () => timedOut.add(req));
         });
         const onUpstreamResponse = opts.onUpstreamResponse;
-        if (onUpstreamResponse) proxyServer.on('proxyRes', (proxyRes, req) => onUpstreamResponse(req, proxyRes.statusCode ?? 0));
+        // Emitted before the response head is copied to the client, so a hook may edit headers.
+        proxyServer.on('proxyRes', (proxyRes, req) => {
+          onUpstreamResponse?.(req, proxyRes.statusCode ?? 0);
+          responseHooks.get(req)?.(proxyRes);
+        });
         proxyServer.on('error', (err, req, res) => {
           if (!req || !res || !('writeHead' in res)) {
             res?.destroy();
@@ -71,7 +81,8 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
       },
     ],
   });
-  return (req, res) => {
+  return (req, res, onResponse) => {
+    if (onResponse) responseHooks.set(req, onResponse);
     // httpxy copies req.headers into the upstream request; this is the one place they are rewritten
     // (its 'proxyReq' event comes too late for piped bodies and never for `Expect: 100-continue`).
     applyForwardedFields(req.headers, opts.forwarded(req));

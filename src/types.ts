@@ -245,6 +245,12 @@ export interface RegistryRedirectOptions {
    * signer failures -> unhealthy, traffic falls back per `onSignerError`, retried after 30 s), no probe.
    */
   health?: SignerHealthOptions;
+  /**
+   * Push steering (proxy mode only): upload sessions go straight to the registry's direct write
+   * address, so layer bytes never pass through this proxy. Default: off (uploads stream through).
+   * See {@link PushOptions}. Example `{ endpoint: 'https://registry-direct.example.com' }`.
+   */
+  push?: PushOptions;
 }
 
 /** Connect/Express-style middleware typed on `node:http`. */
@@ -309,6 +315,8 @@ export interface RedirectObserver {
   probe?(signer: string, ok: boolean): void;
   /** A signed-URL cache lookup (wire `cachedSigner`'s `onResult` here). */
   cacheResult?(signer: string, result: CacheResult): void;
+  /** One per upload-start POST seen with `push` configured: what was done with it, and why (see `UploadReason`). */
+  upload?(action: UploadAction, reason: string): void;
 }
 
 /**
@@ -506,3 +514,84 @@ export interface CompiledRollout {
   readonly mode: 'enforce' | 'shadow';
   decide(req: IncomingMessage, repository: string, size: number | undefined): RolloutDecision;
 }
+
+/** What a push rule (or the default) does with an upload-session POST. */
+export type PushAction = 'steer' | 'proxy';
+
+/**
+ * One push rule: the conditions of a rollout rule (`percent`, `repositories`, `networks`,
+ * `userAgents`; every condition given must hold) plus an action. First match wins.
+ *
+ * @example
+ * ```ts
+ * { networks: ['10.0.0.0/8'], action: 'steer' }
+ * { repositories: ['mirror/**'], action: 'proxy' }
+ * ```
+ */
+export interface PushRule extends Pick<RolloutRule, 'name' | 'percent' | 'repositories' | 'networks' | 'userAgents'> {
+  /** `steer` (the upload goes to `endpoint`) or `proxy` (it streams through this proxy). */
+  action: PushAction;
+}
+
+/**
+ * Push steering (option `push`, proxy mode only): upload sessions are sent straight to the
+ * registry's direct write address, so layer bytes never pass through this proxy.
+ *
+ * Only `POST /v2/<name>/blobs/uploads/` without a body and without `mount`/`from`/`digest` is
+ * steered; the upstream still answers that POST with the caller's credentials, so no session
+ * opens without its yes.
+ *
+ * @example
+ * ```ts
+ * push: {
+ *   endpoint: 'https://registry-direct.example.com',
+ *   rules: [{ repositories: ['mirror/**'], action: 'proxy' }],
+ *   default: 'steer',
+ * }
+ * ```
+ */
+export interface PushOptions {
+  /**
+   * The registry's direct write address: scheme, host, port and an optional path prefix, e.g.
+   * `https://registry-direct.example.com` or `http://10.0.0.5:5000/registry`. Clients send their
+   * registry credentials there (see the README's security notes). Required.
+   */
+  endpoint: string | URL;
+  /**
+   * `'steer'` (default): the POST goes upstream as any other request and the `Location` of its
+   * `202` is pointed at `endpoint`, so PATCH/PUT go there with the client's credentials.
+   * `'redirect'`: answer the POST itself with `307` to `endpoint`. Go clients (skopeo, podman,
+   * containerd) drop `Authorization` on a redirect to another host, so this works only for
+   * anonymous pushes or an endpoint on the same host name.
+   */
+  mode?: 'steer' | 'redirect';
+  /** Rules, first match wins. Default none. */
+  rules?: readonly PushRule[];
+  /** Action when no rule matches. Default `'steer'`. */
+  default?: PushAction;
+  /** Decide, log and count (`action="shadow"`), but stream every upload through the proxy. Default `false`. */
+  shadow?: boolean;
+  /** Client identity for `percent` rules, as `rollout.clientKey`. Default `'ip'`. */
+  clientKey?: RolloutPolicy['clientKey'];
+  /** Mixed into the `percent` hash, as `rollout.seed`. Default `""`. */
+  seed?: string;
+}
+
+/** What happened to an upload-session POST (label `action` of the upload decisions counter). */
+export type UploadAction =
+  /** The 202's `Location` now names the write endpoint. */
+  | 'steer'
+  /** `mode: redirect`: the POST was answered with 307 to the write endpoint. */
+  | 'redirect'
+  /** The upload streams through the proxy (policy, mount, monolithic, upstream's refusal). */
+  | 'proxy'
+  /** Shadow mode: it would have been steered. */
+  | 'shadow';
+
+/**
+ * Why (label `reason`): `default`, `rule:<name>` or `rules[<i>]` from the policy; `mount`
+ * (cross-repository mount), `monolithic` (a POST carrying the blob), `not_accepted` (the upstream
+ * answered something other than 202, e.g. its 401), `unexpected_location` (a 202 whose `Location`
+ * is not this repository's upload session, left alone).
+ */
+export type UploadReason = string;

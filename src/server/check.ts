@@ -6,11 +6,13 @@ import { isSameHostOrSubdomain } from '../same-host.js';
 import { formatDuration } from '../signers/common.js';
 import type { Signer } from '../types.js';
 import { loadConfig, type ServerConfig } from './config.js';
+import { probeWriteEndpoint } from './push-config.js';
 
 export const CHECK_USAGE = `Usage: registry-redirect check --config FILE.yaml [--repository R --digest D] [--size N] [--creds USER:PASS] [--registry-host NAME]
 
-Validates the config and signs a URL with every configured signer. With --repository and --digest
-it also fetches the signed URL (a ranged GET of byte 0) to prove that storage accepts the signature
+Validates the config, signs a URL with every configured signer, and proves a push.endpoint
+speaks the registry API (GET /v2/: 200, or 401 with a challenge) and is not a registry-redirect
+proxy. With --repository and --digest it also fetches the signed URL (a ranged GET of byte 0) to prove that storage accepts the signature
 and holds the object with the size the registry reports (asked from the upstream with --creds, or
 given with --size). It fails a signer whose URLs are on --registry-host (the name clients pull from)
 or a subdomain of it, and warns when they are on the upstream's host name: such blobs are proxied,
@@ -231,6 +233,11 @@ export async function runCheck(opts: CheckOptions, out: (line: string) => void, 
     for (const warning of verdict.warnings ?? []) out(`warn  ${label} (${signer.name}): ${warning}`);
     if (!verdict.ok) failed++;
     await signer.close?.();
+  }
+  if (config.push) {
+    const verdict = await probeWriteEndpoint(config.push.endpoint, timeoutMs);
+    out(`${verdict.ok ? 'ok  ' : 'FAIL'}  push.endpoint: ${verdict.text}`);
+    if (!verdict.ok) failed++;
   }
   return failed ? 1 : 0;
 }

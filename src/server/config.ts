@@ -9,6 +9,8 @@ import { buildRolloutConfig, type RolloutConfig } from './rollout-config.js';
 import { authorizeFromConfig, type AuthorizeConfig } from './authorize-config.js';
 import { buildCacheConfig, cacheBlock, type CacheConfig } from './cache-config.js';
 import { loadSignerKinds, signerFromConfig } from './signer-config.js';
+import { buildPushConfig } from './push-config.js';
+import type { PushOptions } from '../types.js';
 import { parseConfigPart } from './validate.js';
 
 const duration = (example: string) =>
@@ -52,6 +54,8 @@ const fileSchema = z
     health: z.unknown().optional(),
     metrics: z.unknown().optional(),
     reload: z.unknown().optional(),
+    // Validated in push-config.ts with the middleware's own compiler.
+    push: z.unknown().optional(),
   })
   .strict();
 
@@ -72,6 +76,8 @@ export interface ServerConfig extends Omit<RolloutConfig, 'metrics'> {
   log: { level: (typeof LOG_LEVELS)[number]; requests: boolean };
   /** `metrics:`; undefined -> no metrics. `listen` undefined -> served on the main listener at `path`. */
   metrics: { listen: { host: string; port: number } | undefined; path: string; defaultMetrics: boolean } | undefined;
+  /** `push:` (upload sessions steered to the write endpoint); undefined -> uploads stream through. */
+  push: PushOptions | undefined;
 }
 
 const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
@@ -136,8 +142,10 @@ export function buildConfig(raw: unknown): ServerConfig {
   };
   const signer = signerFromConfig(file.signer, 'signer', { expiry: expiryMs });
   let extra: RolloutConfig;
+  let push: PushOptions | undefined;
   try {
     extra = buildRolloutConfig(file, { expiry: expiryMs });
+    push = buildPushConfig(file.push, extra.trustedProxies);
   } catch (err) {
     void signer.close?.();
     throw err;
@@ -154,6 +162,7 @@ export function buildConfig(raw: unknown): ServerConfig {
     onSignerError: file.onSignerError ?? 'proxy',
     timeouts,
     authorize: authorizeFromConfig(file.authorize),
+    push,
     allowRedirectToRegistryHost: file.allowRedirectToRegistryHost ?? false,
     log: { level: file.log?.level ?? 'info', requests: file.log?.requests ?? true },
   };

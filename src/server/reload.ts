@@ -6,6 +6,7 @@ import { errorForLog } from '../log.js';
 import type { PrometheusMetrics } from '../metrics.js';
 import type { Logger, RegistryRedirectMiddleware } from '../types.js';
 import { loadConfig, type ServerConfig } from './config.js';
+import { assertWriteEndpoint } from './push-config.js';
 
 /** One configuration in service: its middleware and how many requests it is still answering. */
 interface Generation {
@@ -144,6 +145,15 @@ export function createConfigReloader(opts: ConfigReloaderOptions): ConfigReloade
     try {
       config = await loadConfig(path, opts.env ?? process.env);
       const before = hot.current().config;
+      // A new write endpoint is proved a registry before any upload is steered to it.
+      if (config.push && String(config.push.endpoint) !== String(before.push?.endpoint ?? '')) {
+        try {
+          await assertWriteEndpoint(config.push.endpoint, config.timeouts.authorize);
+        } catch (err) {
+          for (const signer of new Set([config.signer, ...Object.values(config.signers)])) void signer.close?.();
+          throw err;
+        }
+      }
       const fixed = restartOnly(before, config);
       if (fixed.length) {
         logger.warn({ trigger, settings: fixed }, 'config reload: these settings need a restart; the running values stay');

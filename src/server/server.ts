@@ -6,6 +6,7 @@ import { withCache } from './cache-config.js';
 import { answerClientError, connectionsCheckInterval } from './client-errors.js';
 import type { ServerConfig } from './config.js';
 import { accessLogger, listenOn, startMetricsServer } from './observability.js';
+import { PROBE_HEADER, assertWriteEndpoint } from './push-config.js';
 import { createReadinessHandler } from './readiness.js';
 import { createConfigReloader, createHotMiddleware, type ReloadResult } from './reload.js';
 
@@ -63,6 +64,7 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
         acceptUpstreamRedirect: c.authorize.acceptUpstreamRedirect,
         allowRedirectToRegistryHost: c.allowRedirectToRegistryHost,
         timeouts: { authorize: c.timeouts.authorize, upstream: c.timeouts.upstream, signer: c.timeouts.signer },
+        push: c.push,
         logger,
       }),
     config,
@@ -82,6 +84,8 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     },
     (req, res) => {
       logRequest?.(req, res);
+      // Lets the push endpoint check recognise this server (see push-config.ts).
+      if (req.headers[PROBE_HEADER] !== undefined) res.setHeader(PROBE_HEADER, 'registry-redirect');
       if (req.url === '/healthz' && (req.method === 'GET' || req.method === 'HEAD')) {
         res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': HEALTH_BODY.length, 'Cache-Control': 'no-store' });
         res.end(req.method === 'GET' ? HEALTH_BODY : undefined);
@@ -108,6 +112,18 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     await new Promise((resolve) => server.close(resolve));
     await hot.close();
     throw err;
+  }
+  // Only now, with this server listening, can an endpoint that is this very proxy be recognised.
+  if (config.push) {
+    try {
+      await assertWriteEndpoint(config.push.endpoint, config.timeouts.authorize);
+    } catch (err) {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+      await metricsServer?.close();
+      await hot.close();
+      throw err;
+    }
   }
   const reloader = options.configPath
     ? createConfigReloader({ path: options.configPath, hot, logger, metrics, env: options.env, watch: config.reload.watch })

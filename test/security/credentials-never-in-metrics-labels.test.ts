@@ -36,9 +36,9 @@ const jwt = `${Buffer.from('{"alg":"RS256"}').toString('base64url')}.${Buffer.fr
 /** Every label value allowed, by label name; the extra names are filled from the config. */
 function allowed(signers: string[], reasons: string[]): Record<string, Set<string>> {
   return {
-    action: new Set(['redirect', 'proxy', 'shadow', 'error']),
+    action: new Set(['redirect', 'proxy', 'shadow', 'error', 'steer']),
     signer: new Set([...signers, 'none']),
-    reason: new Set(['default', 'override_header', 'signer_error', 'signer_timeout', 'signer_unhealthy', ...reasons]),
+    reason: new Set(['default', 'override_header', 'signer_error', 'signer_timeout', 'signer_unhealthy', 'mount', 'monolithic', 'not_accepted', 'unexpected_location', ...reasons]),
     outcome: new Set(['granted', 'denied', 'error']),
     delivery: new Set(['redirected', 'proxied']),
     result: new Set(['ok', 'error', 'hit', 'miss', 'refresh', 'success', 'failure']),
@@ -157,6 +157,42 @@ describe('credentials never in metrics labels', () => {
       assertLabels(text, allowed(['default'], []));
       expect(text).toContain('registry_redirect_fallbacks_total{signer="default",reason="signer_error"} 1');
       expect(text).toContain('registry_redirect_signed_url_cache_total{signer="default",result="miss"} 1');
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+      await mw.close();
+    }
+  });
+
+  it('push: upload decisions carry only actions, rule names and fixed reasons', async () => {
+    const metrics = prometheusMetrics();
+    const signer: Signer = { name: 'unused', sign: () => ({ url: 'https://storage.invalid/x', expiresAt: Date.now() + 60_000 }) };
+    const mw = registryRedirect({
+      upstream: upstream.url,
+      signer,
+      metrics,
+      trustedProxies: ['127.0.0.1/32'],
+      push: { endpoint: 'http://127.0.0.2:5000', rules: [{ name: 'lan', networks: ['10.0.0.0/8'], action: 'steer' }, { percent: 50, action: 'proxy' }], default: 'steer' },
+    });
+    const server = http.createServer((req, res) => mw(req, res));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as { port: number };
+      const common = { Cookie: `session=${SECRETS.cookie}`, 'User-Agent': SECRETS.userAgent, 'Content-Length': '0' };
+      for (const [repo, query, extra] of [
+        ['up', '', { Authorization: `Basic ${SECRETS.basic}`, 'X-Forwarded-For': SECRETS.clientIp }],
+        [`team/${SECRETS.repository}`, `?token=${SECRETS.queryToken}`, { Authorization: `Basic ${SECRETS.basic}`, 'X-Forwarded-For': SECRETS.clientIp }],
+        ['up', '', { Authorization: `Basic ${Buffer.from(`${USER}:${SECRETS.wrongPassword}`).toString('base64')}` }],
+        ['up', `?mount=${DIGEST}&from=team/${SECRETS.repository}`, { Authorization: `Bearer ${jwt}` }],
+        ['up', '', { Authorization: `Bearer ${jwt}`, 'X-Forwarded-For': '198.51.100.23' }],
+      ] as const) {
+        await request(`http://127.0.0.1:${port}/v2/${repo}/blobs/uploads/${query}`, { method: 'POST', headers: { ...common, ...extra } });
+      }
+      const text = await metrics.render();
+      assertNoSecrets(text);
+      assertLabels(text, allowed(['default'], ['rule:lan', 'rules[1]']));
+      expect(text).toContain('registry_redirect_upload_decisions_total{action="steer",reason="rule:lan"} 1');
+      expect(text).toContain('registry_redirect_upload_decisions_total{action="proxy",reason="unexpected_location"} 1');
+      expect(text).toContain('registry_redirect_upload_decisions_total{action="proxy",reason="mount"} 1');
     } finally {
       await new Promise((resolve) => server.close(resolve));
       await mw.close();

@@ -127,15 +127,17 @@ export interface RunningTokenServer {
   signer: TokenSigner;
   /** Config for `startRegistry({ auth: tokenServer.registryAuth })`. */
   registryAuth: TokenAuth;
-  /** Token requests received (query and whether Basic credentials were valid). */
-  requests: Array<{ url: string; user?: string; granted: AccessEntry[] }>;
+  /** Token requests received (GET with Basic, or containerd's POST form), with the user when valid. */
+  requests: Array<{ url: string; method: string; user?: string; granted: AccessEntry[] }>;
   stop(): Promise<void>;
 }
 
 /**
- * Start a Docker token server on a loopback port. Valid Basic credentials get
- * every requested action; anonymous clients get `anonymousActions`; invalid
- * credentials get 401.
+ * Start a Docker token server on a loopback port. It answers `GET` (Basic
+ * credentials, docker/skopeo/podman) and `POST` with an OAuth2 form
+ * (`grant_type=password`, `username`, `password`, `scope`: containerd). Valid
+ * credentials get every requested action; anonymous clients get
+ * `anonymousActions`; invalid credentials get 401.
  */
 export async function startTokenServer(opts: StartTokenServerOptions = {}): Promise<RunningTokenServer> {
   const host = opts.host ?? '127.0.0.1';
@@ -145,34 +147,59 @@ export async function startTokenServer(opts: StartTokenServerOptions = {}): Prom
   const signer = opts.signer ?? (await makeTokenSigner());
   const users = opts.users ?? {};
   const requests: RunningTokenServer['requests'] = [];
+  const answer = (req: http.IncomingMessage, res: http.ServerResponse, params: URLSearchParams): void => {
+    let user: string | undefined;
+    let credentials: { name: string; password: string } | undefined;
+    const auth = req.headers.authorization;
+    if (auth?.startsWith('Basic ')) {
+      const decoded = Buffer.from(auth.slice(6), 'base64').toString('utf8');
+      const i = decoded.indexOf(':');
+      credentials = i < 0 ? { name: decoded, password: '\u0000' } : { name: decoded.slice(0, i), password: decoded.slice(i + 1) };
+    } else if (req.method === 'POST' && params.get('grant_type') === 'password') {
+      // containerd's OAuth2 form: grant_type=password&username=..&password=..&scope=..
+      credentials = { name: params.get('username') ?? '', password: params.get('password') ?? '\u0000' };
+    }
+    if (credentials) {
+      if (users[credentials.name] === undefined || users[credentials.name] !== credentials.password) {
+        res.writeHead(401, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ errors: [{ code: 'UNAUTHORIZED', message: 'bad credentials' }] }));
+        return;
+      }
+      user = credentials.name;
+    }
+    const asked = parseScopes(params.getAll('scope'));
+    const granted = asked.map((a) => {
+      const allowed = opts.grant ? opts.grant(user, a) : user !== undefined ? a.actions : (opts.anonymousActions ?? []);
+      return { ...a, actions: a.actions.filter((x) => allowed.includes(x)) };
+    });
+    requests.push({ url: req.url ?? '', method: req.method ?? 'GET', user, granted });
+    const token = signer.mint({ service: params.get('service') ?? service, access: granted, subject: user });
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ token, access_token: token, expires_in: 300, issued_at: new Date().toISOString() }));
+  };
   const server = http.createServer((req, res) => {
     const u = new URL(req.url ?? '/', 'http://token.invalid');
     if (u.pathname !== '/token') {
       res.writeHead(404).end();
       return;
     }
-    let user: string | undefined;
-    const auth = req.headers.authorization;
-    if (auth?.startsWith('Basic ')) {
-      const decoded = Buffer.from(auth.slice(6), 'base64').toString('utf8');
-      const i = decoded.indexOf(':');
-      const name = decoded.slice(0, i);
-      if (i < 0 || users[name] === undefined || users[name] !== decoded.slice(i + 1)) {
-        res.writeHead(401, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ errors: [{ code: 'UNAUTHORIZED', message: 'bad credentials' }] }));
-        return;
-      }
-      user = name;
+    if (req.method !== 'POST') {
+      answer(req, res, u.searchParams);
+      return;
     }
-    const asked = parseScopes(u.searchParams.getAll('scope'));
-    const granted = asked.map((a) => {
-      const allowed = opts.grant ? opts.grant(user, a) : user !== undefined ? a.actions : (opts.anonymousActions ?? []);
-      return { ...a, actions: a.actions.filter((x) => allowed.includes(x)) };
+    // POST: an OAuth2 form body (containerd), bounded; its fields join the query's.
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > 65_536) req.destroy();
+      else chunks.push(c);
     });
-    requests.push({ url: req.url ?? '', user, granted });
-    const token = signer.mint({ service: u.searchParams.get('service') ?? service, access: granted, subject: user });
-    res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ token, access_token: token, expires_in: 300, issued_at: new Date().toISOString() }));
+    req.on('end', () => {
+      const form = new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+      for (const [k, v] of u.searchParams) if (!form.has(k)) form.append(k, v);
+      answer(req, res, form);
+    });
   });
   const port = await freePort(host);
   await new Promise<void>((resolve, reject) => {
