@@ -1,5 +1,4 @@
 #!/usr/bin/env node
-import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { RegistryRedirectError } from '../errors.js';
@@ -24,6 +23,9 @@ function version(): string {
   return pkg.version;
 }
 
+/** Set by `serve` in a worker process of `serve --workers N`. */
+let isClusterWorker = false;
+
 async function serve(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' }, workers: { type: 'string', short: 'w' }, help: { type: 'boolean', short: 'h' } }, strict: true });
   if (values.help) {
@@ -40,6 +42,9 @@ async function serve(args: string[]): Promise<number> {
     import('./config.js'),
     import('./server.js'),
   ]);
+  // node:cluster loads child_process, net and worker_threads: only `serve` needs it.
+  const { default: cluster } = await import('node:cluster');
+  isClusterWorker = cluster.isWorker;
   const workers = parseWorkers(values.workers);
   const config = await loadConfig(values.config);
   const logger = pino({ level: config.log.level, base: { name: 'registry-redirect', ...(cluster.isWorker && { worker: cluster.worker?.id }) } });
@@ -115,6 +120,6 @@ export async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then((code) => {
   process.exitCode = code;
   // A worker of `serve --workers`: its IPC channel to the primary would keep it alive.
-  if (cluster.isWorker) process.disconnect?.();
+  if (isClusterWorker) process.disconnect?.();
   // Let pino flush; the server is closed, so the event loop drains and the process exits.
 });
