@@ -25,6 +25,7 @@ const SCENARIOS = {
   5: () => import('./scenarios/5-offload.js'),
   6: () => import('./scenarios/6-signing.js'),
   7: () => import('./scenarios/7-memory.js'),
+  8: () => import('./scenarios/8-origin.js'),
 };
 
 const { values } = parseArgs({

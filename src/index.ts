@@ -2,6 +2,9 @@ export { registryRedirect } from './middleware.js';
 // Cloud signers are subpath exports (`registry-redirect/azure`, `/s3`, `/gcs`, `/cloudfront`): each
 // imports its SDK, an optional peer dependency, so only the one a user imports must be installed.
 export { hmacSigner, HMAC_PRESETS, type HmacSignerOptions, type HmacAlgorithm, type HmacPreset, type TokenEncoding } from './signers/hmac.js';
+export { originSigner, ORIGIN_PATH_PREFIX, type OriginSigner, type OriginSignerOptions, type OriginDescriptor, type OriginToken } from './signers/origin.js';
+export { createOriginHandler, type OriginHandler, type OriginHandlerOptions } from './origin/server.js';
+export { hmacTokenVerifier, type HmacTokenVerifier, type TokenVerdict } from './signers/hmac.js';
 export { defineSigner } from './signers/define.js';
 export { cachedSigner, type CachedSignerOptions, type CacheResult } from './signers/cache.js';
 export type { LayoutOptions } from './signers/common.js';

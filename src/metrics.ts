@@ -24,6 +24,7 @@ export function completeObserver(observer: RedirectObserver | undefined): Comple
     signerHealth: bind('signerHealth'),
     probe: bind('probe'),
     cacheResult: bind('cacheResult'),
+    origin: bind('origin'),
     upload: bind('upload'),
   };
 }
@@ -124,6 +125,17 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
     labelNames: ['signer', 'result'] as const,
     registers,
   });
+  const originResponses = new Counter({
+    name: 'registry_redirect_origin_responses_total',
+    help: 'Origin mode: requests the origin answered, by status (200, 206, 304, 403, 404, 405, 416).',
+    labelNames: ['status'] as const,
+    registers,
+  });
+  const originBytes = new Counter({
+    name: 'registry_redirect_origin_bytes_total',
+    help: 'Origin mode: blob body bytes the origin sent (200 and 206 responses that finished).',
+    registers,
+  });
   const uploads = new Counter({
     name: 'registry_redirect_upload_decisions_total',
     help: 'Upload-start POSTs with push steering configured, by action (steer, redirect, proxy, shadow) and reason (rule, default, mount, monolithic, not_accepted, unexpected_location).',
@@ -163,6 +175,10 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
     },
     probe: (signer, ok) => probes.inc({ signer, result: ok ? 'ok' : 'error' }),
     cacheResult: (signer, result) => cache.inc({ signer, result }),
+    origin: (status, n) => {
+      originResponses.inc({ status: String(status) });
+      if (Number.isFinite(n) && n > 0) originBytes.inc(n);
+    },
     upload: (action, reason) => uploads.inc({ action, reason }),
     reloaded: (ok) => {
       reloads.inc({ result: ok ? 'success' : 'failure' });

@@ -315,6 +315,8 @@ export interface RedirectObserver {
   probe?(signer: string, ok: boolean): void;
   /** A signed-URL cache lookup (wire `cachedSigner`'s `onResult` here). */
   cacheResult?(signer: string, result: CacheResult): void;
+  /** Origin mode: one answered origin request (status 200, 206, 304, 403, 404, 405, 416) and the body bytes sent. */
+  origin?(status: number, bytes: number): void;
   /** One per upload-start POST seen with `push` configured: what was done with it, and why (see `UploadReason`). */
   upload?(action: UploadAction, reason: string): void;
 }

@@ -45,7 +45,8 @@ const UPLOAD_IDLE_MS = 60 * 60_000;
 /**
  * @typedef {object} RegistryOptions
  * @property {import('@azure/storage-blob').ContainerClient} container  where blobs and metadata are stored
- * @property {import('registry-redirect').Signer} signer  signs blob URLs for that container (same layout)
+ * @property {import('registry-redirect').Signer} [signer]  signs blob URLs for that container (same layout); none: the
+ *   registry serves blob bytes itself (e.g. behind `registry-redirect serve`, which redirects them)
  * @property {Record<string, User>} [users]  Basic auth users; none: the registry is open to anyone
  * @property {boolean} [anonymousPull]  let unauthenticated callers pull every repository (default false)
  * @property {string} [rootDirectory]  key prefix inside the container (default "")
@@ -229,15 +230,17 @@ export async function createRegistry(options) {
 
   // Blob pulls: a 307 to a SAS URL when this caller may pull the repository AND the blob is linked
   // there. Anything else (no access, unknown blob, signer down) falls through to the routes below.
-  const redirect = registryRedirect({
-    signer,
-    authorize: async (req, { repository, digest }) => {
-      if (!canAccess(callers.get(req), repository, 'pull')) return undefined;
-      const size = await layerSize(repository, digest);
-      return size === undefined ? undefined : { size: Number.isSafeInteger(size) ? size : undefined };
-    },
-  });
-  app.use(redirect);
+  const redirect = signer
+    ? registryRedirect({
+        signer,
+        authorize: async (req, { repository, digest }) => {
+          if (!canAccess(callers.get(req), repository, 'pull')) return undefined;
+          const size = await layerSize(repository, digest);
+          return size === undefined ? undefined : { size: Number.isSafeInteger(size) ? size : undefined };
+        },
+      })
+    : undefined;
+  if (redirect) app.use(redirect);
 
   app.get(/^\/v2\/?$/, (req, res) => {
     if (!open && !callers.get(req) && !anonymousPull) {
@@ -455,7 +458,7 @@ export async function createRegistry(options) {
     app,
     async close() {
       clearInterval(sweeper);
-      await redirect.close();
+      await redirect?.close();
       await rm(uploadDir, { recursive: true, force: true });
     },
   };

@@ -1,10 +1,14 @@
+import http from 'node:http';
 import { parseArgs } from 'node:util';
 import { RegistryRedirectError } from '../errors.js';
 import { redact, urlForLog } from '../log.js';
 import { isValidDigest, isValidRepositoryName } from '../routes.js';
 import { isSameHostOrSubdomain } from '../same-host.js';
 import { formatDuration } from '../signers/common.js';
+import { createOriginHandler, sharedHostWarning } from '../origin/server.js';
+import { isOriginSigner, type OriginSigner } from '../signers/origin.js';
 import type { Signer } from '../types.js';
+import { listenOn } from './observability.js';
 import { loadConfig, type ServerConfig } from './config.js';
 import { probeWriteEndpoint } from './push-config.js';
 
@@ -132,6 +136,25 @@ async function sizeFromUpstream(config: ServerConfig, opts: CheckOptions, timeou
   return { note: `the upstream answered ${res.status} for this blob` };
 }
 
+/** A loopback origin over the signer's root, for the duration of one check. */
+async function startLocalOrigin(signer: OriginSigner): Promise<{ url: string; close(): Promise<void> }> {
+  const handle = createOriginHandler(signer.origin);
+  const server = http.createServer((req, res) => {
+    if (handle(req, res)) return;
+    res.writeHead(404, { 'Content-Length': '0' });
+    res.end();
+  });
+  const url = await listenOn(server, { host: '127.0.0.1', port: 0 });
+  return {
+    url,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
 /** Signs one URL with `signer` and, with a digest, proves storage serves it. */
 async function checkSigner(signer: Signer, config: ServerConfig, opts: CheckOptions, timeoutMs: number): Promise<Verdict> {
   try {
@@ -153,12 +176,14 @@ async function checkSigner(signer: Signer, config: ServerConfig, opts: CheckOpti
   const shown = urlForLog(url);
   const hosts = hostVerdict(url, config, opts);
   if (hosts.fail) return { ok: false, text: hosts.fail, warnings: hosts.warnings };
-  const verdict = await checkStorage(url, shown, valid, config, opts, timeoutMs);
+  const originWarning = isOriginSigner(signer) ? sharedHostWarning(signer.origin, config.listen) : undefined;
+  if (originWarning) hosts.warnings.push(originWarning);
+  const verdict = await checkStorage(signer, url, shown, valid, config, opts, timeoutMs);
   return hosts.warnings.length ? { ...verdict, warnings: hosts.warnings } : verdict;
 }
 
 /** Without a digest: the signature alone; with one: fetches the URL and compares sizes. */
-async function checkStorage(url: string, shown: string, valid: string, config: ServerConfig, opts: CheckOptions, timeoutMs: number): Promise<Verdict> {
+async function checkStorage(signer: Signer, url: string, shown: string, valid: string, config: ServerConfig, opts: CheckOptions, timeoutMs: number): Promise<Verdict> {
   if (!opts.digest) {
     return { ok: true, text: `signed GET ${shown} (${valid}); pass --repository and --digest to prove storage accepts it` };
   }
@@ -171,10 +196,20 @@ async function checkStorage(url: string, shown: string, valid: string, config: S
   }
 
   let res: Response;
+  // Origin mode: this process serves the blob itself, so the signed URL is fetched from a
+  // loopback copy of the origin (same root, key and checks) whether or not a server is running.
+  const local = isOriginSigner(signer) ? await startLocalOrigin(signer) : undefined;
   try {
-    res = await fetchWithTimeout(url, { headers: { range: 'bytes=0-0' } }, timeoutMs);
+    const target = local ? `${local.url}${new URL(url).pathname}${new URL(url).search}` : url;
+    const headers: Record<string, string> = { range: 'bytes=0-0' };
+    if (isOriginSigner(signer) && signer.origin.secretHeader) headers[signer.origin.secretHeader.name] = signer.origin.secretHeader.value;
+    res = await fetchWithTimeout(target, { headers }, timeoutMs);
+    // The loopback origin closes below, before the answer is looked at: keep its (one-byte) body.
+    if (local) await res.arrayBuffer().then((body) => (res = new Response(body.byteLength ? body : null, res)));
   } catch (err) {
     return { ok: false, text: `storage unreachable at ${shown}: ${describeError(err)}` };
+  } finally {
+    await local?.close();
   }
   let size: number | undefined;
   const total = /\/(\d+)\s*$/.exec(res.headers.get('content-range') ?? '')?.[1];
@@ -211,7 +246,8 @@ async function checkStorage(url: string, shown: string, valid: string, config: S
     return { ok: false, text: `the object at ${shown} is empty, but only the empty blob may be (a deduplicated copy, e.g. zot with dedupe on S3?)` };
   }
   const sizeText = expected.size !== undefined ? `${size} bytes, as the registry says` : `${size} bytes (not compared: ${expected.note})`;
-  return { ok: true, text: `storage accepted the signature: GET ${shown} -> ${res.status}, ${sizeText} (${valid})` };
+  const where = isOriginSigner(signer) ? `the origin (root ${signer.origin.root}) accepted the signature` : 'storage accepted the signature';
+  return { ok: true, text: `${where}: GET ${shown} -> ${res.status}, ${sizeText} (${valid})` };
 }
 
 /** Runs the checks; `out` receives one line per verdict. Returns the exit code. */

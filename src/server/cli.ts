@@ -53,7 +53,7 @@ async function serve(args: string[]): Promise<number> {
   const running = await startServer(config, logger, { configPath: values.config, metricsListener: !cluster.isWorker });
   if (cluster.isWorker && running.metrics) shareMetricsWithPrimary(running.metrics);
   logger.info(
-    { listen: running.url, metrics: running.metricsUrl, upstream: config.upstream.origin, signer: config.signer.name, authorize: config.authorize.mode },
+    { listen: running.url, metrics: running.metricsUrl, ...(running.originUrls.length ? { origin: running.originUrls } : {}), upstream: config.upstream.origin, signer: config.signer.name, authorize: config.authorize.mode },
     'registry-redirect listening',
   );
   const onHangup = () => void running.reload('SIGHUP');

@@ -140,11 +140,11 @@ export function buildConfig(raw: unknown): ServerConfig {
     shutdown: ms(t.shutdown, 'shutdown', 10_000),
     headers: ms(t.headers, 'headers', 60_000),
   };
-  const signer = signerFromConfig(file.signer, 'signer', { expiry: expiryMs });
+  const signer = signerFromConfig(file.signer, 'signer', { expiry: expiryMs, listen });
   let extra: RolloutConfig;
   let push: PushOptions | undefined;
   try {
-    extra = buildRolloutConfig(file, { expiry: expiryMs });
+    extra = buildRolloutConfig(file, { expiry: expiryMs, listen });
     push = buildPushConfig(file.push, extra.trustedProxies);
   } catch (err) {
     void signer.close?.();

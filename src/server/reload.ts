@@ -5,6 +5,7 @@ import { basename, dirname } from 'node:path';
 import { errorForLog } from '../log.js';
 import type { PrometheusMetrics } from '../metrics.js';
 import type { Logger, RegistryRedirectMiddleware } from '../types.js';
+import { isOriginSigner } from '../signers/origin.js';
 import { loadConfig, type ServerConfig } from './config.js';
 import { assertWriteEndpoint } from './push-config.js';
 
@@ -87,6 +88,15 @@ export function createHotMiddleware(build: (config: ServerConfig) => RegistryRed
  */
 export type ReloadResult = { ok: true; changed: boolean } | { ok: false; error: string };
 
+/**
+ * Where each origin listens: its own listener, or the main one. A reload cannot move them (the
+ * listeners stay), and new URLs pointing at a listener that does not exist would break every pull,
+ * so such a reload is rejected as a whole rather than applied in part.
+ */
+function originPlacement(c: ServerConfig): string {
+  return JSON.stringify([c.signer, ...Object.values(c.signers ?? {})].filter(isOriginSigner).map((s) => s.origin.listen ?? c.listen));
+}
+
 /** Settings a running process cannot change; a reload that changes them warns and keeps them. */
 function restartOnly(a: ServerConfig, b: ServerConfig): string[] {
   const out: string[] = [];
@@ -145,6 +155,10 @@ export function createConfigReloader(opts: ConfigReloaderOptions): ConfigReloade
     try {
       config = await loadConfig(path, opts.env ?? process.env);
       const before = hot.current().config;
+      if (originPlacement(before) !== originPlacement(config)) {
+        closeSigners(config);
+        throw new Error('signer.origin: an origin listener (signer.origin.listen, or listen for an origin on the main listener) changed or was added or removed; that needs a restart');
+      }
       // A new write endpoint is proved a registry before any upload is steered to it.
       if (config.push && String(config.push.endpoint) !== String(before.push?.endpoint ?? '')) {
         try {

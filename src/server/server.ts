@@ -1,5 +1,7 @@
 import http from 'node:http';
 import { prometheusMetrics, type PrometheusMetrics } from '../metrics.js';
+import { createOriginHandler, sharedHostWarning, type OriginHandler } from '../origin/server.js';
+import { isOriginSigner } from '../signers/origin.js';
 import { registryRedirect } from '../middleware.js';
 import type { Logger, Signer } from '../types.js';
 import { withCache } from './cache-config.js';
@@ -20,6 +22,10 @@ export interface RunningServer {
   close(): Promise<void>;
   /** `http://host:port` of the separate metrics listener (`metrics.listen`), if any. */
   readonly metricsUrl?: string | undefined;
+  /** `http://host:port` of each separate origin listener (`signer.origin.listen`). */
+  readonly originUrls: readonly string[];
+  /** The separate origin listeners, in the order of {@link originUrls}. */
+  readonly originServers: readonly http.Server[];
   /** The Prometheus metrics, when `metrics:` is configured. */
   readonly metrics?: PrometheusMetrics | undefined;
   /** Reads the config file again and applies it (what SIGHUP does); rejected if invalid or no file. */
@@ -70,6 +76,23 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     config,
     logger,
   );
+  // Origin mode: the handlers of a configuration are built once, on its first request.
+  const originHandlers = new WeakMap<ServerConfig, { listen: string | undefined; handle: OriginHandler }[]>();
+  const originsOf = (c: ServerConfig) => {
+    let handlers = originHandlers.get(c);
+    if (!handlers) {
+      handlers = [c.signer, ...Object.values(c.signers ?? {})].filter(isOriginSigner).map((s) => ({
+        listen: s.origin.listen && `${s.origin.listen.host}:${s.origin.listen.port}`,
+        handle: createOriginHandler(s.origin, { metrics, logger }),
+      }));
+      originHandlers.set(c, handlers);
+    }
+    return handlers;
+  };
+  for (const s of [config.signer, ...Object.values(config.signers ?? {})].filter(isOriginSigner)) {
+    const warning = sharedHostWarning(s.origin, config.listen);
+    if (warning) logger.warn({ origin: s.origin.baseUrl }, warning);
+  }
   const readyz = createReadinessHandler({ current: () => ({ upstream: hot.current().config.upstream, health: hot.current().middleware.health }) });
   const metricsPath = config.metrics && !config.metrics.listen ? config.metrics.path : undefined;
   const logRequest = config.log.requests ? accessLogger(logger) : undefined;
@@ -99,17 +122,40 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
         metrics.handler(req, res);
         return;
       }
+      for (const origin of originsOf(hot.current().config)) if (origin.listen === undefined && origin.handle(req, res)) return;
       hot.handle(req, res);
     },
   );
   server.on('clientError', answerClientError);
 
+  // Separate origin listeners (signer.origin.listen): fixed at startup like the main one; a reload
+  // changes what they serve, not where.
+  const originListens = [...new Set(originsOf(config).flatMap((o) => (o.listen === undefined ? [] : [o.listen])))];
+  const originServers = originListens.map((listen) => {
+    const s = http.createServer({ headersTimeout: config.timeouts.headers, requestTimeout: 0, keepAliveTimeout: 5_000 }, (req, res) => {
+      logRequest?.(req, res);
+      const origin = originsOf(hot.current().config).find((o) => o.listen === listen);
+      if (origin?.handle(req, res)) return;
+      const body = '{"errors":[{"code":"BLOB_UNKNOWN","message":"not a blob this origin serves","detail":null}]}';
+      res.writeHead(404, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' });
+      res.end(body);
+    });
+    s.on('clientError', answerClientError);
+    return { listen, server: s };
+  });
+
   const url = await listenOn(server, config.listen);
   let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
+  const originUrls: string[] = [];
   try {
+    for (const o of originServers) {
+      const [, host = '', port = '0'] = /^(.*):(\d+)$/.exec(o.listen) ?? [];
+      originUrls.push(await listenOn(o.server, { host, port: Number(port) }));
+    }
     metricsServer = metrics && config.metrics?.listen && options.metricsListener !== false ? await startMetricsServer(metrics, config.metrics.listen, config.metrics.path) : undefined;
   } catch (err) {
     await new Promise((resolve) => server.close(resolve));
+    for (const o of originServers) if (o.server.listening) await new Promise((resolve) => o.server.close(resolve));
     await hot.close();
     throw err;
   }
@@ -120,6 +166,7 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     } catch (err) {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
+      for (const o of originServers) await new Promise((resolve) => o.server.close(resolve));
       await metricsServer?.close();
       await hot.close();
       throw err;
@@ -134,12 +181,15 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     server,
     url,
     metricsUrl: metricsServer?.url,
+    originUrls,
+    originServers: originServers.map((o) => o.server),
     metrics,
     reload: (trigger = 'manual') => (reloader ? reloader.reload(trigger) : Promise.resolve({ ok: false, error: 'no config file to reload' })),
     close() {
       closing ??= (async () => {
-        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        const closed = Promise.all([server, ...originServers.map((o) => o.server)].map((s) => new Promise<void>((resolve) => s.close(() => resolve())))).then(() => undefined);
         server.closeIdleConnections();
+        for (const o of originServers) o.server.closeIdleConnections();
         let timer: NodeJS.Timeout | undefined;
         const deadline = new Promise<'timeout'>((resolve) => {
           timer = setTimeout(() => resolve('timeout'), config.timeouts.shutdown);
@@ -147,6 +197,7 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
         if ((await Promise.race([closed, deadline])) === 'timeout') {
           logger.warn({ timeoutMs: config.timeouts.shutdown }, 'shutdown timeout: closing remaining connections');
           server.closeAllConnections();
+          for (const o of originServers) o.server.closeAllConnections();
           await closed;
         }
         clearTimeout(timer);

@@ -1,7 +1,9 @@
 import { RegistryRedirectError } from '../errors.js';
-import { isMissingPackage, missingPackagesMessage } from '../lazy.js';
-import type { SignerCommon, SignerKind } from '../signers/kind.js';
+import { isMissingPackage, missingPackagesMessage, once, zod } from '../lazy.js';
+import { blockKeys, signerKind, type SignerCommon, type SignerKind } from '../signers/kind.js';
+import type * as OriginModule from '../signers/origin.js';
 import type { Signer } from '../types.js';
+import { parseListen } from './config.js';
 import { parseConfigPart, suggestKey } from './validate.js';
 
 export type { SignerCommon } from '../signers/kind.js';
@@ -24,6 +26,7 @@ export const SIGNER_KINDS = {
   gcs: { packages: ['@google-cloud/storage'], load: async () => (await import('../signers/gcs.js')).gcsKind },
   cloudfront: { packages: ['@aws-sdk/cloudfront-signer'], load: async () => (await import('../signers/cloudfront.js')).cloudfrontKind },
   hmac: { packages: [], load: async () => (await import('../signers/hmac.js')).hmacKind },
+  origin: { packages: [], load: async () => originKind(await import('../signers/origin.js')) },
 } satisfies Record<string, SignerKindEntry> as Readonly<Record<string, SignerKindEntry>>;
 
 const loaded = new Map<string, SignerKind>();
@@ -94,4 +97,56 @@ export function signerFromConfig(block: unknown, path: string, common: SignerCom
     if (err instanceof RegistryRedirectError) throw err;
     throw new RegistryRedirectError('CONFIG_INVALID', `${path}.${kind}: ${(err as Error).message}`, { cause: err });
   }
+}
+
+/**
+ * `signer: { origin: {...} }`: this server serves the blobs itself. Its block lives here, not in
+ * signers/origin.ts, because it is about the server's listeners: without `listen` and `baseUrl`
+ * the origin is served on the main listener under `/_origin`, which shares the registry's host
+ * name (see docs/signers.md for why that is only safe without registry auth or behind a CDN host
+ * name).
+ */
+function originKind({ ORIGIN_PATH_PREFIX, listenUrl, originSigner }: typeof OriginModule): SignerKind {
+  const schema = once(() => {
+    const { z } = zod();
+    const k = blockKeys(z);
+    return z
+      .object({
+        root: k.text("the registry's storage root directory", '/var/lib/registry'),
+        key: k.text('the HMAC secret of the origin URLs', '${ORIGIN_KEY}'),
+        layout: k.layout.layout,
+        baseUrl: k.url('https://blobs.example.com').optional(),
+        listen: k.text('host:port of a separate origin listener', '127.0.0.2:15081').optional(),
+        token: z.enum(['hmac-sha256', 'cloudflare', 'nginx-secure-link', 'google-cdn'], { error: 'write hmac-sha256 (default), cloudflare, nginx-secure-link or google-cdn' }).optional(),
+        keyName: k.text('the key name configured at the CDN (google-cdn)', 'registry-key').optional(),
+        keyEncoding: z.enum(['utf8', 'base64', 'base64url', 'hex'], { error: 'write utf8 (default), base64, base64url or hex' }).optional(),
+        originSecretHeader: z
+          .object({ name: k.text('the header the CDN sets', 'X-Origin-Secret'), value: k.text('its secret value', '${ORIGIN_SHIELD_SECRET}') })
+          .strict()
+          .optional(),
+      })
+      .strict();
+  });
+  return signerKind({
+    schema,
+    create(block, common) {
+      const { listen: listenText, ...rest } = block;
+      const listen = listenText === undefined ? undefined : parseListen(listenText, 'signer.origin.listen');
+      let baseUrl = rest.baseUrl;
+      if (baseUrl === undefined && listen === undefined) {
+        const main = common.listen;
+        if (!main || main.port === 0 || ['0.0.0.0', '::', ''].includes(main.host)) {
+          throw new RegistryRedirectError('CONFIG_INVALID', `signer.origin: write listen (a separate origin listener, e.g. "127.0.0.2:15081") or baseUrl (the URL clients reach the origin at); the main listener ${main ? `${main.host}:${main.port}` : ''} is no address clients can be sent to`);
+        }
+        baseUrl = `${listenUrl(main)}${ORIGIN_PATH_PREFIX}`;
+      }
+      if (listen === undefined && baseUrl !== undefined && !/^https?:\/\/[^/]+\/[^/]/.test(baseUrl)) {
+        throw new RegistryRedirectError('CONFIG_INVALID', `signer.origin.baseUrl: served on the main listener (no signer.origin.listen), the origin needs a path prefix apart from /v2/; write e.g. "${baseUrl.replace(/\/+$/, '')}${ORIGIN_PATH_PREFIX}"`);
+      }
+      if (listen === undefined && baseUrl !== undefined && /^\/v2(\/|$)/.test(new URL(baseUrl).pathname)) {
+        throw new RegistryRedirectError('CONFIG_INVALID', `signer.origin.baseUrl: the path /v2 belongs to the registry API; write another prefix, e.g. "${ORIGIN_PATH_PREFIX}"`);
+      }
+      return originSigner({ ...rest, ...(baseUrl !== undefined ? { baseUrl } : {}), ...(listen ? { listen } : {}), expiry: common.expiry, ...(common.now ? { now: common.now } : {}) });
+    },
+  }) as SignerKind;
 }

@@ -112,4 +112,4 @@ export const cloudfrontConfig = once(() => {
 });
 
 /** `signer: { cloudfront: {...} }`. */
-export const cloudfrontKind = signerKind({ schema: cloudfrontConfig, create: (block, common) => cloudfrontSigner({ ...block, ...common }) });
+export const cloudfrontKind = signerKind({ schema: cloudfrontConfig, create: (block, common) => cloudfrontSigner({ ...block, expiry: common.expiry, ...(common.now ? { now: common.now } : {}) }) });

@@ -198,4 +198,4 @@ export const gcsConfig = once(() => {
 });
 
 /** `signer: { gcs: {...} }`. */
-export const gcsKind = signerKind({ schema: gcsConfig, create: (block, common) => gcsSigner({ ...block, ...common }) });
+export const gcsKind = signerKind({ schema: gcsConfig, create: (block, common) => gcsSigner({ ...block, expiry: common.expiry, ...(common.now ? { now: common.now } : {}) }) });

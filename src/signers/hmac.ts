@@ -1,7 +1,12 @@
+import type * as NodeCrypto from 'node:crypto';
 import type { SignRequest, SignedUrl, Signer } from '../types.js';
 import { once, zod } from '../lazy.js';
 import { blockKeys, signerKind } from './kind.js';
 import { DEFAULT_EXPIRY_MS, SEVEN_DAYS_MS, configError, encodeKeyPath, layoutOf, parseBaseUrl, requireOptions, requireText, signerExpiry, urlPrefix, type LayoutOptions } from './common.js';
+
+/** node:crypto, loaded by the first signer: importing it costs as much as the rest of the package. */
+let nodeCrypto: typeof NodeCrypto | undefined;
+const crypto = (): typeof NodeCrypto => (nodeCrypto ??= process.getBuiltinModule('node:crypto'));
 
 /** How the token is computed: an HMAC keyed with `key`, or a plain hash over a message that contains `{key}`. */
 export type HmacAlgorithm = 'hmac-sha256' | 'hmac-sha1' | 'hmac-sha512' | 'md5' | 'sha1' | 'sha256';
@@ -131,14 +136,27 @@ function decodeKey(key: string, encoding: Scheme['keyEncoding']): Buffer {
   return Buffer.from(key, encoding);
 }
 
-/**
- * A generic CDN token signer (node:crypto): appends a query with an expiry and a keyed hash of the
- * path, in the format the CDN's verifier expects. Presets cover Cloudflare (`?verify=<issued>-<mac>`),
- * nginx `secure_link` and Google Cloud CDN; `message`/`query`/`algorithm` describe any other.
- */
-export function hmacSigner(options: HmacSignerOptions): Signer {
-  requireOptions(options, 'hmacSigner');
-  const base = urlPrefix(parseBaseUrl(requireText(options.baseUrl, 'signer.hmac.baseUrl', 'the CDN URL', 'https://cdn.example.com'), 'signer.hmac.baseUrl', 'https://cdn.example.com'));
+/** A scheme compiled from options once: what {@link hmacSigner} signs with and {@link hmacTokenVerifier} checks. */
+interface CompiledScheme {
+  base: string;
+  basePath: string;
+  origin: string;
+  key: string;
+  secret: Buffer;
+  hmac: boolean;
+  hash: string;
+  encoding: TokenEncoding;
+  message: Part[];
+  query: Part[];
+  keyName: string;
+  expiryMs: number;
+  now: () => number;
+}
+
+function compileScheme(options: HmacSignerOptions, factory: string): CompiledScheme {
+  requireOptions(options, factory);
+  const baseUrl = parseBaseUrl(requireText(options.baseUrl, 'signer.hmac.baseUrl', 'the CDN URL', 'https://cdn.example.com'), 'signer.hmac.baseUrl', 'https://cdn.example.com');
+  const base = urlPrefix(baseUrl);
   const key = requireText(options.key, 'signer.hmac.key', 'the shared secret', '${CDN_KEY}');
   if (options.preset !== undefined && !(options.preset in HMAC_PRESETS)) {
     configError(`signer.hmac.preset: ${JSON.stringify(options.preset)} is not a preset; write one of ${Object.keys(HMAC_PRESETS).join(', ')}, or describe the scheme with message, query and algorithm`);
@@ -155,8 +173,6 @@ export function hmacSigner(options: HmacSignerOptions): Signer {
   const keyEncoding = options.keyEncoding ?? preset?.keyEncoding ?? 'utf8';
   if (!KEY_ENCODINGS.includes(keyEncoding)) configError(`signer.hmac.keyEncoding: write one of ${KEY_ENCODINGS.join(', ')}`);
   const secret = decodeKey(key, keyEncoding);
-  // node:crypto is loaded by the first hmac signer, not when the package is imported.
-  const { createHash, createHmac } = process.getBuiltinModule('node:crypto');
 
   const messageFields: Field[] = ['path', 'url', 'expires', 'issued', 'keyName', ...(alg.hmac ? [] : ['key' as const])];
   const message = compile(options.message ?? preset?.message, 'signer.hmac.message', messageFields);
@@ -167,34 +183,147 @@ export function hmacSigner(options: HmacSignerOptions): Signer {
   const keyName = options.keyName ?? '';
   if ((uses(message, 'keyName') || uses(query, 'keyName')) && !keyName) configError('signer.hmac.keyName: missing; the scheme uses {keyName}, so write the key name configured at the CDN, e.g. "registry-key"');
 
-  const expiryMs = signerExpiry(options.expiry, SEVEN_DAYS_MS, 'a blob URL signed by this package');
-  const now = options.now ?? Date.now;
+  return {
+    base,
+    basePath: new URL(base).pathname.replace(/\/$/, ''),
+    origin: baseUrl.origin,
+    key,
+    secret,
+    hmac: alg.hmac,
+    hash: alg.hash,
+    encoding,
+    message,
+    query,
+    keyName,
+    expiryMs: signerExpiry(options.expiry, SEVEN_DAYS_MS, 'a blob URL signed by this package'),
+    now: options.now ?? Date.now,
+  };
+}
+
+function tokenOf(scheme: CompiledScheme, values: Values): string {
+  const text = render(scheme.message, values, asIs);
+  const digest = scheme.hmac ? crypto().createHmac(scheme.hash, scheme.secret).update(text).digest() : crypto().createHash(scheme.hash).update(text).digest();
+  return encodeToken(digest, scheme.encoding);
+}
+
+// Values go into the query percent-encoded (base64 `+` and `/` must not reach the CDN as a space
+// or a path separator), except `=`: base64 padding stays as the CDNs' own samples write it.
+const escapeQuery = (s: string): string => encodeURIComponent(s).replace(/%3D/g, '=');
+
+/**
+ * A generic CDN token signer (node:crypto): appends a query with an expiry and a keyed hash of the
+ * path, in the format the CDN's verifier expects. Presets cover Cloudflare (`?verify=<issued>-<mac>`),
+ * nginx `secure_link` and Google Cloud CDN; `message`/`query`/`algorithm` describe any other.
+ */
+export function hmacSigner(options: HmacSignerOptions): Signer {
+  const scheme = compileScheme(options, 'hmacSigner');
   const { keyOf, objectKey } = layoutOf(options);
-  const basePath = new URL(base).pathname.replace(/\/$/, '');
-  // Values go into the query percent-encoded (base64 `+` and `/` must not reach the CDN as a space
-  // or a path separator), except `=`: base64 padding stays as the CDNs' own samples write it.
-  const escapeQuery = (s: string): string => encodeURIComponent(s).replace(/%3D/g, '=');
+  const expirySeconds = Math.floor(scheme.expiryMs / 1_000);
 
   return {
     name: 'hmac',
     objectKey,
     sign(request: SignRequest): SignedUrl {
       const encodedKey = encodeKeyPath(keyOf(request.repository, request.digest));
-      const issued = Math.floor(now() / 1_000);
-      const expires = issued + Math.floor(expiryMs / 1_000);
+      const issued = Math.floor(scheme.now() / 1_000);
+      const expires = issued + expirySeconds;
       const values: Values = {
-        path: `${basePath}/${encodedKey}`,
-        url: `${base}/${encodedKey}`,
+        path: `${scheme.basePath}/${encodedKey}`,
+        url: `${scheme.base}/${encodedKey}`,
         expires: String(expires),
         issued: String(issued),
-        keyName,
-        key,
+        keyName: scheme.keyName,
+        key: scheme.key,
         token: '',
       };
-      const text = render(message, values, asIs);
-      const digest = alg.hmac ? createHmac(alg.hash, secret).update(text).digest() : createHash(alg.hash).update(text).digest();
-      values.token = encodeToken(digest, encoding);
-      return { url: `${values.url}?${render(query, values, escapeQuery)}`, expiresAt: expires * 1_000 };
+      values.token = tokenOf(scheme, values);
+      return { url: `${values.url}?${render(scheme.query, values, escapeQuery)}`, expiresAt: expires * 1_000 };
+    },
+  };
+}
+
+/** Why a token was refused by {@link hmacTokenVerifier}; `ok` when it was accepted. */
+export type TokenVerdict = 'ok' | 'missing' | 'malformed' | 'expired' | 'mismatch';
+
+/** Checks URLs signed by {@link hmacSigner} with the same options: the origin side of a scheme. */
+export interface HmacTokenVerifier {
+  /** `path` as received (percent-encoded, no query), `query` without the `?`. */
+  verify(path: string, query: string): TokenVerdict;
+}
+
+/** Issued-only schemes (Cloudflare) allow this much clock difference into the future. */
+const ISSUED_SKEW_S = 60;
+const FIELD_PATTERN: Readonly<Record<Field, string>> = {
+  expires: '(\\d{1,15})',
+  issued: '(\\d{1,15})',
+  token: '([^&]+)',
+  keyName: '([^&]*)',
+  path: '([^&]*)',
+  url: '([^&]*)',
+  key: '',
+};
+const escapeRegExp = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/**
+ * The verifier for a scheme: the query must match the scheme's query template exactly, not be
+ * expired (`{expires}` in the past, or `{issued}` older than `expiry`), and carry the token that
+ * the message over this path computes (compared in constant time). Schemes whose message uses a
+ * value the query does not carry (other than path, url, key and keyName) cannot be verified and
+ * are refused at construction.
+ */
+export function hmacTokenVerifier(options: HmacSignerOptions): HmacTokenVerifier {
+  const scheme = compileScheme(options, 'hmacTokenVerifier');
+  const captured: Field[] = [];
+  let pattern = '^';
+  for (const part of scheme.query) {
+    if ('text' in part) pattern += escapeRegExp(part.text);
+    else {
+      captured.push(part.field);
+      pattern += FIELD_PATTERN[part.field];
+    }
+  }
+  const queryRe = new RegExp(`${pattern}$`);
+  for (const field of ['expires', 'issued'] as const) {
+    if (uses(scheme.message, field) && !captured.includes(field)) {
+      configError(`signer.hmac.query: the message signs {${field}}, so the query must carry it too, or the origin cannot check the token`);
+    }
+  }
+  const expirySeconds = Math.floor(scheme.expiryMs / 1_000);
+  const checksExpires = captured.includes('expires');
+
+  return {
+    verify(path, query) {
+      if (query.length === 0) return 'missing';
+      const m = queryRe.exec(query);
+      if (!m) return 'malformed';
+      const values: Values = { path, url: `${scheme.origin}${path}`, expires: '', issued: '', keyName: scheme.keyName, key: scheme.key, token: '' };
+      const given: Partial<Record<Field, string>> = {};
+      for (let i = 0; i < captured.length; i++) {
+        let value: string;
+        try {
+          value = decodeURIComponent(m[i + 1]!);
+        } catch {
+          return 'malformed';
+        }
+        const field = captured[i]!;
+        if (given[field] !== undefined && given[field] !== value) return 'malformed';
+        given[field] = value;
+      }
+      // The path and key name come from the request and the config, never from the query.
+      if ((given.path !== undefined && given.path !== path) || (given.url !== undefined && given.url !== values.url)) return 'mismatch';
+      if (given.keyName !== undefined && given.keyName !== scheme.keyName) return 'mismatch';
+      values.expires = given.expires ?? '';
+      values.issued = given.issued ?? '';
+      const now = Math.floor(scheme.now() / 1_000);
+      if (checksExpires) {
+        if (now > Number(values.expires)) return 'expired';
+      } else {
+        const issued = Number(values.issued);
+        if (now - issued > expirySeconds || issued > now + ISSUED_SKEW_S) return 'expired';
+      }
+      const expected = Buffer.from(tokenOf(scheme, values));
+      const actual = Buffer.from(given.token ?? '');
+      return expected.length === actual.length && crypto().timingSafeEqual(expected, actual) ? 'ok' : 'mismatch';
     },
   };
 }
@@ -223,4 +352,4 @@ export const hmacConfig = once(() => {
 });
 
 /** `signer: { hmac: {...} }`. */
-export const hmacKind = signerKind({ schema: hmacConfig, create: (block, common) => hmacSigner({ ...block, ...common }) });
+export const hmacKind = signerKind({ schema: hmacConfig, create: (block, common) => hmacSigner({ ...block, expiry: common.expiry, ...(common.now ? { now: common.now } : {}) }) });

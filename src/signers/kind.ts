@@ -8,6 +8,8 @@ export interface SignerCommon {
   expiry: number;
   /** Clock, epoch milliseconds. Default `Date.now`; for tests. */
   now?: () => number;
+  /** The main listener, where an origin without its own `listen` or `baseUrl` is served. */
+  listen?: { host: string; port: number };
 }
 
 /**

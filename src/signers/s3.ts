@@ -224,4 +224,4 @@ export const s3Config = once(() => {
 });
 
 /** `signer: { s3: {...} }`. */
-export const s3Kind = signerKind({ schema: s3Config, create: (block, common) => s3Signer({ ...block, ...common }) });
+export const s3Kind = signerKind({ schema: s3Config, create: (block, common) => s3Signer({ ...block, expiry: common.expiry, ...(common.now ? { now: common.now } : {}) }) });

@@ -7,6 +7,9 @@ import {
   cachedSigner,
   defineSigner,
   hmacSigner,
+  originSigner,
+  createOriginHandler,
+  type OriginSigner,
   type CacheResult,
   type CachedSignerOptions,
   type HmacSignerOptions,
@@ -23,6 +26,9 @@ describe('signer factories', () => {
     expectTypeOf(hmacSigner).returns.toEqualTypeOf<Signer>();
     expectTypeOf(azureSigner).returns.toEqualTypeOf<Signer>();
     expectTypeOf(cachedSigner).returns.toEqualTypeOf<Signer>();
+    expectTypeOf(originSigner).returns.toEqualTypeOf<OriginSigner>();
+    expectTypeOf<OriginSigner>().toExtend<Signer>();
+    expectTypeOf(createOriginHandler).parameter(0).toEqualTypeOf<OriginSigner['origin']>();
   });
 
   it('options mirror the config keys and take a layout function', () => {

@@ -42,8 +42,10 @@ describe('config', () => {
     expect(config.timeouts).toEqual({ authorize: 10_000, upstream: 60_000, signer: 5_000, shutdown: 10_000, headers: 60_000 });
   });
 
-  it('the quick-start example config is valid', async () => {
-    await expect(loadConfig(new URL('../../examples/quickstart/proxy.yaml', import.meta.url).pathname, {})).resolves.toBeDefined();
+  it('the quick-start example config (origin mode) and the Azurite recipe\'s are valid', async () => {
+    const quick = await loadConfig(new URL('../../examples/quickstart/proxy.yaml', import.meta.url).pathname, { ORIGIN_KEY: 'a'.repeat(64) });
+    expect(quick.signer.name).toBe('origin');
+    await expect(loadConfig(new URL('../../examples/azurite/proxy.yaml', import.meta.url).pathname, {})).resolves.toBeDefined();
   });
 
   it('names a missing environment variable and its key', async () => {
