@@ -19,7 +19,7 @@ COPY src ./src
 RUN npm run build
 
 # ---- deps: production dependencies and every optional peer, without typings and source maps ------
-# The cloud SDKs and the JWT libraries are optional peer dependencies of the package (a library user
+# The cloud SDKs are optional peer dependencies of the package (a library user
 # installs only the one it uses); the image serves any config, so it installs them all, at the
 # versions the lockfile pins: the peers become dependencies, devDependencies are dropped, then
 # `npm install --omit=dev` resolves against the lockfile.

@@ -5,8 +5,11 @@ const noop = (): void => {};
 /** The library default: logs nothing. */
 export const silentLogger: Logger = { debug: noop, info: noop, warn: noop, error: noop };
 
-// Query parameters that carry a signature or credential in the URLs we produce or receive.
-const SECRET_PARAMS = /([?&](?:sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|x-goog-credential|policy|key-pair-id|verify|token|skoid|sktid|skt|ske|sks|skv|sdd)=)[^&\s"']*/gi;
+// Parameters that carry a signature or credential in the URLs we produce or receive. Error texts
+// quote them in many shapes (`?sig=`, `&sig=`, `boom sig=`, `a;sig=`, `"sig=`, `%26sig%3D`), so a
+// name counts wherever it is not the tail of a longer name, and `=` may be percent-encoded.
+const SECRET_PARAMS =
+  /((?:(?<![A-Za-z0-9_.~-])|(?<=%26|%3F))(?:sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|x-goog-credential|policy|key-pair-id|verify|token|md5|skoid|sktid|skt|ske|sks|skv|sdd)(?:=|%3D))[^&\s"';,<>]*/gi;
 const AUTH_HEADER_VALUE = /\b(authorization|cookie|bearer|basic)(["']?\s*[:=]?\s*["']?)(?:bearer\s+|basic\s+)?[A-Za-z0-9._~+/=-]{6,}/gi;
 const ACCOUNT_KEY = /(AccountKey=)[^;\s"']+/gi;
 

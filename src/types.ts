@@ -144,12 +144,14 @@ export interface TokenAuthOptions {
    */
   rootCertBundle?: string | Buffer;
   /**
-   * JWKS URL of the token server, e.g. `https://auth.example.com/.well-known/jwks.json`. Keys are
-   * fetched on demand by `kid`, cached (`jwksCacheMaxAge`), refetched at most 10 times a minute
-   * for unknown `kid`s. A JWK's own `alg`, when present, must equal the token's. Default: none.
+   * JWKS URL of the token server, e.g. `https://auth.example.com/.well-known/jwks.json`. The key
+   * set is fetched on demand and cached (`jwksCacheMaxAge`); known keys are refreshed in the
+   * background once half of that has passed. Unknown `kid`s fetch at most 10 times a minute, from
+   * a budget the refresh of known keys does not share, and a `kid` the JWKS lacked is remembered
+   * for 30 s. A JWK's own `alg`, when present, must equal the token's. Default: none.
    */
   jwksUrl?: string;
-  /** How long a fetched JWKS key is trusted before it is fetched again, in milliseconds. Default 600 000 (10 min). */
+  /** How long a fetched JWKS key set is trusted, in milliseconds; refreshed in the background from half of it. Default 600 000 (10 min). */
   jwksCacheMaxAge?: number;
   /** Accepted signature algorithms. Default `['RS256']`. `none` and `HS*` are refused at construction. */
   algorithms?: readonly TokenAlgorithm[];

@@ -1,11 +1,11 @@
 import type { KeyObject, X509Certificate } from 'node:crypto';
-import type jwksRsa from 'jwks-rsa';
 import { LRUCache } from 'lru-cache';
 import { RegistryRedirectError } from '../errors.js';
 import type { TokenAlgorithm } from '../types.js';
-import { requireOptional } from '../lazy.js';
+import { createJwksSource } from './jwks.js';
+import type { JwksSource } from './jwks.js';
 
-/** node:crypto, loaded with the first keyring: importing it costs as much as the rest of the package. */
+/** node:crypto, loaded on first use: importing it costs as much as the rest of the package. */
 const crypto = () => process.getBuiltinModule('node:crypto');
 
 /** Every algorithm token mode can verify. `none` and `HS*` are deliberately absent. */
@@ -48,6 +48,8 @@ export interface TokenKeyringOptions {
 
 const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----([\s\S]*?)-----END \1-----/g;
 const MAX_X5C_LENGTH = 10;
+/** Signature checks one `x5c` chain may cost; a real chain needs one per certificate. */
+const MAX_X5C_SIGNATURE_CHECKS = 24;
 const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 
 function invalidConfig(message: string): never {
@@ -195,35 +197,50 @@ function validAt(cert: X509Certificate, now: number): boolean {
 }
 
 /**
- * Verifies an `x5c` chain (base64 DER, leaf first) against the trust anchors, the way Go's
- * x509.Verify does for distribution: every certificate currently valid, each one issued and signed
- * by the next, issuers being CAs, and the last one either a root itself or signed by one. A leaf
- * whose key is one of the configured `publicKeys` is trusted directly. Returns the leaf key.
+ * Verifies an `x5c` chain (base64 DER, leaf first) against the trust anchors the way Go's
+ * x509.Verify does for distribution: the other certificates are a pool of intermediates in any
+ * order, and some path from the leaf through CA certificates, each issuing and signing the one
+ * before and each currently valid, must end at a root (or at a certificate a root signed). A
+ * leaf whose key is one of the configured `publicKeys` is trusted directly. Returns the leaf key
+ * and when the path used stops being valid.
  */
 function verifyX5c(x5c: unknown, roots: readonly X509Certificate[], trustedSpki: ReadonlySet<string>, now: number): { key: KeyObject; notAfter: number } | string {
   if (!Array.isArray(x5c) || x5c.length === 0 || x5c.length > MAX_X5C_LENGTH || !x5c.every((c) => typeof c === 'string')) {
     return `x5c must be a list of 1-${MAX_X5C_LENGTH} base64 certificates`;
   }
-  let chain: X509Certificate[];
+  let certs: X509Certificate[];
   try {
-    chain = (x5c as string[]).map((c) => new (crypto().X509Certificate)(Buffer.from(c, 'base64')));
+    certs = (x5c as string[]).map((c) => new (crypto().X509Certificate)(Buffer.from(c, 'base64')));
   } catch {
     return 'x5c holds a certificate that cannot be parsed';
   }
-  if (!chain.every((c) => validAt(c, now))) return 'x5c holds a certificate outside its validity period';
-  const leaf = chain[0]!;
-  const notAfter = Math.min(...chain.map((c) => c.validToDate.getTime()));
-  if (trustedSpki.has(spki(leaf.publicKey).toString('base64'))) return { key: leaf.publicKey, notAfter };
-  for (let i = 0; i + 1 < chain.length; i++) {
-    const cert = chain[i]!;
-    const issuer = chain[i + 1]!;
-    if (!issuer.ca || !cert.checkIssued(issuer) || !cert.verify(issuer.publicKey)) return 'x5c chain is broken';
-  }
-  const last = chain[chain.length - 1]!;
-  const anchored = roots.some(
-    (root) => root.raw.equals(last.raw) || (root.ca && validAt(root, now) && last.checkIssued(root) && last.verify(root.publicKey)),
-  );
-  return anchored ? { key: leaf.publicKey, notAfter } : 'x5c chain does not lead to a trusted root certificate';
+  const leaf = certs[0]!;
+  if (!validAt(leaf, now)) return 'x5c leaf certificate is outside its validity period';
+  if (trustedSpki.has(spki(leaf.publicKey).toString('base64'))) return { key: leaf.publicKey, notAfter: leaf.validToDate.getTime() };
+  const pool = certs.slice(1);
+  // Every certificate is expanded once (reachability does not depend on the path), and signature
+  // checks are capped: a chain of mutually issuing certificates must not cost more than a real one.
+  let checks = MAX_X5C_SIGNATURE_CHECKS;
+  const signs = (issuer: X509Certificate, cert: X509Certificate) =>
+    issuer.ca && validAt(issuer, now) && cert.checkIssued(issuer) && checks-- > 0 && cert.verify(issuer.publicKey);
+  const expanded = new Set<X509Certificate>([leaf]);
+  /** Depth-first over the pool; returns the earliest expiry on a path that reaches a root. */
+  const anchor = (cert: X509Certificate, notAfter: number): number | undefined => {
+    const until = Math.min(notAfter, cert.validToDate.getTime());
+    for (const root of roots) {
+      if (root.raw.equals(cert.raw)) return until;
+      if (signs(root, cert)) return Math.min(until, root.validToDate.getTime());
+    }
+    for (const next of pool) {
+      if (expanded.has(next) || !signs(next, cert)) continue;
+      expanded.add(next);
+      const found = anchor(next, until);
+      if (found !== undefined) return found;
+    }
+    return undefined;
+  };
+  const notAfter = anchor(leaf, Number.POSITIVE_INFINITY);
+  return notAfter === undefined ? 'x5c chain does not lead to a trusted root certificate' : { key: leaf.publicKey, notAfter };
 }
 
 /**
@@ -234,8 +251,7 @@ export function createTokenKeyring(options: TokenKeyringOptions): TokenKeyring {
   const { path, algorithms } = options;
   const publicKeys = options.publicKeys === undefined ? [] : parsePublicKeys(options.publicKeys, algorithms, `${path}.publicKeys`);
   const roots = options.rootCertBundle === undefined ? [] : parseRootCertBundle(options.rootCertBundle, `${path}.rootCertBundle`);
-  let jwks: jwksRsa.JwksClient | undefined;
-  let jwksModule: typeof jwksRsa | undefined;
+  let jwks: JwksSource | undefined;
   if (options.jwksUrl !== undefined) {
     let url: URL | undefined;
     try {
@@ -248,9 +264,7 @@ export function createTokenKeyring(options: TokenKeyringOptions): TokenKeyring {
     }
     const maxAge = options.jwksCacheMaxAge ?? 600_000;
     if (!Number.isFinite(maxAge) || maxAge <= 0) invalidConfig(`${path}.jwksCacheMaxAge: write a positive number of milliseconds, e.g. 600000`);
-    // Only JWKS users need the JWKS client, an optional peer dependency.
-    jwksModule = requireOptional<typeof jwksRsa>('jwks-rsa', `${path}.jwksUrl`);
-    jwks = jwksModule({ jwksUri: url.href, cache: true, cacheMaxAge: maxAge, cacheMaxEntries: 20, rateLimit: true, jwksRequestsPerMinute: 10, timeout: 5_000 });
+    jwks = createJwksSource(url.href, maxAge);
   }
   if (publicKeys.length === 0 && roots.length === 0 && jwks === undefined) {
     invalidConfig(`${path}: no signing keys; set publicKeys (PEM public keys or certificates), rootCertBundle (distribution's rootcertbundle) or jwksUrl`);
@@ -269,24 +283,6 @@ export function createTokenKeyring(options: TokenKeyringOptions): TokenKeyring {
   const candidates: readonly KeyObject[] = publicKeys;
   // Chain verification costs a few signature checks: remember verified chains (successes only).
   const verifiedChains = new LRUCache<string, { key: KeyObject; notAfter: number }>({ max: 64 });
-  const jwksKeys = new WeakMap<object, KeyObject>();
-
-  async function fromJwks(client: jwksRsa.JwksClient, kid: string | undefined, alg: string): Promise<KeyLookup> {
-    let signingKey: jwksRsa.SigningKey;
-    try {
-      signingKey = await client.getSigningKey(kid);
-    } catch (err) {
-      if (jwksModule && err instanceof jwksModule.SigningKeyNotFoundError) return { invalid: 'kid not found in the JWKS' };
-      return { unavailable: `JWKS unavailable: ${(err as Error).name}` };
-    }
-    if (signingKey.alg && signingKey.alg !== alg) return { invalid: `JWKS key is for ${signingKey.alg}, token uses ${alg}` };
-    let key = jwksKeys.get(signingKey);
-    if (key === undefined) {
-      key = crypto().createPublicKey(signingKey.getPublicKey());
-      jwksKeys.set(signingKey, key);
-    }
-    return { key };
-  }
 
   return {
     lookup(header) {
@@ -304,10 +300,10 @@ export function createTokenKeyring(options: TokenKeyringOptions): TokenKeyring {
         if (typeof header.kid !== 'string' || header.kid.length === 0 || header.kid.length > 256) return { invalid: 'kid is not a short string' };
         const key = byKid.get(header.kid);
         if (key) return { key };
-        return jwks ? fromJwks(jwks, header.kid, header.alg) : { invalid: 'kid names no trusted key' };
+        return jwks ? jwks.lookup(header.kid, header.alg) : { invalid: 'kid names no trusted key' };
       }
       if (candidates.length > 0) return { candidates };
-      return jwks ? fromJwks(jwks, undefined, header.alg) : { invalid: 'token names no key (no kid, no x5c)' };
+      return jwks ? jwks.lookup(undefined, header.alg) : { invalid: 'token names no key (no kid, no x5c)' };
     },
   };
 }

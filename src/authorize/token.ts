@@ -1,6 +1,5 @@
-import type { KeyObject } from 'node:crypto';
+import type { JsonWebKey, KeyObject } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
-import type jwt from 'jsonwebtoken';
 import { RegistryRedirectError, sendOciError } from '../errors.js';
 import { errorForLog } from '../log.js';
 import type { Logger, TokenAlgorithm, TokenAuthOptions } from '../types.js';
@@ -8,15 +7,22 @@ import type { DecisionCache } from './cache.js';
 import { decisionKey } from './cache.js';
 import { TOKEN_ALGORITHMS, algorithmsForKey, createTokenKeyring } from './token-keys.js';
 import type { KeyLookup, TokenHeader } from './token-keys.js';
+import { parseRegistryToken, secondsToMs } from './token-parse.js';
+import type { ParsedToken } from './token-parse.js';
 import type { Authorizer } from './types.js';
 import { answerProbeFailure } from './upstream.js';
 import type { UpstreamProbe, UpstreamVerdict } from './upstream.js';
-import { requireOptional } from '../lazy.js';
+
+/** node:crypto, loaded on first use: importing it costs as much as the rest of the package. */
+const crypto = () => process.getBuiltinModule('node:crypto');
 
 /** distribution's leeway for `exp`/`nbf`. */
 export const DEFAULT_CLOCK_SKEW_MS = 60_000;
-/** Longer tokens are rejected before any parsing (Node caps all headers at 16 KiB anyway). */
-const MAX_TOKEN_LENGTH = 8_192;
+/**
+ * Longer tokens are not parsed here but handed to the upstream (distribution has no limit of its
+ * own; Node's server caps all headers at 16 KiB by default, an embedding server may allow more).
+ */
+const MAX_TOKEN_LENGTH = 65_536;
 /** True for characters that would need escaping inside a quoted challenge parameter, or break the header. */
 function unquotable(value: string): boolean {
   for (let i = 0; i < value.length; i++) {
@@ -31,9 +37,12 @@ function unquotable(value: string): boolean {
  * - `missing`: no `Authorization: Bearer <token>` (challenge without `error`);
  * - `invalid_token`: malformed, bad signature, untrusted key, wrong `iss`/`aud`, expired, not yet valid;
  * - `insufficient_scope`: a valid token without `pull` on this repository;
- * - `unavailable`: the key could not be fetched (JWKS down): the upstream decides instead.
+ * - `unavailable`: the key could not be fetched (JWKS down): the upstream decides instead;
+ * - `unusual`: properly signed and not refused for a reason every registry shares, but written in a
+ *   way registries read differently (`aud` as a list, a float `exp`, no `kid`/`x5c`, a `jwk` header,
+ *   a claim spelled twice, a very long token): the upstream decides instead, never a redirect.
  */
-export type TokenRejection = 'missing' | 'invalid_token' | 'insufficient_scope' | 'unavailable';
+export type TokenRejection = 'missing' | 'invalid_token' | 'insufficient_scope' | 'unavailable' | 'unusual';
 
 export type TokenCheck = { readonly ok: true } | { readonly ok: false; readonly error: TokenRejection; readonly reason: string };
 
@@ -77,28 +86,40 @@ function resolveAlgorithms(value: unknown, key: string): readonly TokenAlgorithm
 
 const KNOWN_OPTIONS = new Set(['issuer', 'service', 'realm', 'publicKeys', 'rootCertBundle', 'jwksUrl', 'jwksCacheMaxAge', 'algorithms', 'clockSkew']);
 
-function decodeHeader(token: string): TokenHeader | undefined {
-  const dot = token.indexOf('.');
-  if (dot <= 0) return undefined;
-  try {
-    const header: unknown = JSON.parse(Buffer.from(token.slice(0, dot), 'base64url').toString('utf8'));
-    if (header === null || typeof header !== 'object' || typeof (header as TokenHeader).alg !== 'string') return undefined;
-    return header as TokenHeader;
-  } catch {
-    return undefined;
-  }
-}
-
-/** True when the `access` claim grants `pull` (or `*`) on `repository`, as distribution reads it. */
+/**
+ * True when the `access` claim grants `pull` (or `*`) on `repository`, as distribution reads it:
+ * entries are matched on `type` and `name` only (2.8 ignores `class`), actions are unioned.
+ */
 export function grantsPull(access: unknown, repository: string): boolean {
   if (!Array.isArray(access)) return false;
   for (const entry of access) {
     if (entry === null || typeof entry !== 'object') continue;
-    const { type, name, actions, class: klass } = entry as { type?: unknown; name?: unknown; actions?: unknown; class?: unknown };
-    if (type !== 'repository' || name !== repository || (klass !== undefined && klass !== '')) continue;
+    const { type, name, actions } = entry as { type?: unknown; name?: unknown; actions?: unknown };
+    if (type !== 'repository' || name !== repository) continue;
     if (Array.isArray(actions) && (actions.includes('pull') || actions.includes('*'))) return true;
   }
   return false;
+}
+
+const HASH_OF: Record<string, string> = { '256': 'sha256', '384': 'sha384', '512': 'sha512' };
+/** IEEE P1363 signature length (r || s) per EC algorithm. */
+const EC_SIGNATURE_BYTES: Record<string, number> = { ES256: 64, ES384: 96, ES512: 132 };
+
+/** Verifies a JWS signature with node:crypto, by `alg` only (the caller checked `alg` fits `key`). */
+function signatureValid(token: ParsedToken, key: KeyObject, alg: TokenAlgorithm): boolean {
+  const hash = HASH_OF[alg.slice(2)];
+  if (hash === undefined) return false;
+  const data = Buffer.from(token.signingInput);
+  try {
+    if (alg.startsWith('RS')) return crypto().verify(hash, data, key, token.signature);
+    if (alg.startsWith('PS')) {
+      return crypto().verify(hash, data, { key, padding: crypto().constants.RSA_PKCS1_PSS_PADDING, saltLength: crypto().constants.RSA_PSS_SALTLEN_DIGEST }, token.signature);
+    }
+    if (token.signature.length !== EC_SIGNATURE_BYTES[alg]) return false;
+    return crypto().verify(hash, data, { key, dsaEncoding: 'ieee-p1363' }, token.signature);
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -130,8 +151,6 @@ export function createTokenVerifier(options: TokenAuthOptions, path = 'tokenAuth
   if (typeof skew !== 'number' || !Number.isFinite(skew) || skew < 0 || skew > 600_000) {
     throw new RegistryRedirectError('CONFIG_INVALID', `${path}.clockSkew: write milliseconds between 0 and 600000, e.g. 60000`);
   }
-  // Token mode is optional: its JWT library is an optional peer dependency, loaded here.
-  const { verify } = requireOptional<typeof jwt>('jsonwebtoken', path);
   const keyring = createTokenKeyring({
     publicKeys: options.publicKeys,
     rootCertBundle: options.rootCertBundle,
@@ -140,52 +159,91 @@ export function createTokenVerifier(options: TokenAuthOptions, path = 'tokenAuth
     algorithms,
     path,
   });
-  const clockTolerance = Math.floor(skew / 1_000);
   const challengePrefix = `Bearer realm="${realm}",service="${service}",scope="repository:`;
 
-  function verifyWith(token: string, key: KeyObject, alg: TokenAlgorithm, repository: string): TokenCheck {
-    if (!algorithmsForKey(key).includes(alg)) return reject('invalid_token', `${alg} cannot be verified with this key`);
-    let claims: jwt.JwtPayload | string;
-    try {
-      claims = verify(token, key, { algorithms: [alg], issuer, audience: service, clockTolerance });
-    } catch (err) {
-      return reject('invalid_token', (err as Error).message);
-    }
-    if (typeof claims !== 'object' || typeof claims.exp !== 'number') return reject('invalid_token', 'token has no exp claim');
-    if (!grantsPull((claims as { access?: unknown }).access, repository)) return reject('insufficient_scope', 'token grants no pull on this repository');
+  /**
+   * The claim checks every registry shares (distribution's order: iss, aud, exp, nbf). A failure
+   * here is `invalid_token` for any registry, whatever else is unusual about the token.
+   */
+  function claimProblem(token: ParsedToken, now: number): string | undefined {
+    if (token.issuer !== issuer) return 'jwt issuer invalid. expected: ' + issuer;
+    const audiences = typeof token.audience === 'string' ? [token.audience] : token.audience;
+    if (!audiences.includes(service)) return 'jwt audience invalid. expected: ' + service;
+    if (now > secondsToMs(token.expiresAt) + skew) return token.expiresAt === 0n ? 'token has no exp claim' : 'jwt expired';
+    if (now < secondsToMs(token.notBefore) - skew) return 'jwt not active';
+    if (token.signature.length === 0) return 'token has no signature';
+    return undefined;
+  }
+
+  /** After the signature checked out: unusual -> the upstream decides; else the access claim. */
+  function decide(token: ParsedToken, repository: string, unusual?: string): TokenCheck {
+    const quirk = unusual ?? token.quirks[0];
+    if (quirk !== undefined) return reject('unusual', quirk);
+    if (!grantsPull(token.access, repository)) return reject('insufficient_scope', 'token grants no pull on this repository');
     return ACCEPTED;
   }
 
-  function finish(lookup: KeyLookup, token: string, alg: TokenAlgorithm, repository: string): TokenCheck {
+  function verifyWith(token: ParsedToken, key: KeyObject, alg: TokenAlgorithm, repository: string, unusual?: string): TokenCheck {
+    if (!algorithmsForKey(key).includes(alg)) return reject('invalid_token', `${alg} cannot be verified with this key`);
+    if (!signatureValid(token, key, alg)) return reject('invalid_token', 'invalid signature');
+    return decide(token, repository, unusual);
+  }
+
+  function finish(lookup: KeyLookup, token: ParsedToken, alg: TokenAlgorithm, repository: string, unpinned: string | undefined): TokenCheck {
     if ('invalid' in lookup) return reject('invalid_token', lookup.invalid);
     if ('unavailable' in lookup) return reject('unavailable', lookup.unavailable);
-    if ('key' in lookup) return verifyWith(token, lookup.key, alg, repository);
-    let last = reject('invalid_token', 'no configured key verifies this token');
+    // distribution 2.8 refuses a token that names no key (no x5c, jwk or kid); other registries try
+    // their keys. A token one of ours signed is therefore left to the upstream.
+    const unusual = unpinned ?? (token.x5c === undefined && token.kid === undefined ? 'token names no key (no kid, no x5c)' : undefined);
+    if ('key' in lookup) return verifyWith(token, lookup.key, alg, repository, unusual);
     for (const key of lookup.candidates) {
       if (!algorithmsForKey(key).includes(alg)) continue;
-      const result = verifyWith(token, key, alg, repository);
-      // A signature match decides; other keys are only tried when this one did not sign it.
-      if (result.ok || result.reason !== 'invalid signature') return result;
-      last = result;
+      if (signatureValid(token, key, alg)) return decide(token, repository, unusual);
     }
-    return last;
+    return reject('invalid_token', 'no configured key verifies this token');
+  }
+
+  /**
+   * A `jwk` header without `x5c`: distribution 2.8 takes the key from it and trusts it by key ID or
+   * by a chain inside the JWK. Only a token that key really signed is left to the upstream.
+   */
+  function fromJwkHeader(token: ParsedToken, alg: TokenAlgorithm): TokenCheck {
+    let key: KeyObject;
+    try {
+      key = crypto().createPublicKey({ key: token.jwk as JsonWebKey, format: 'jwk' });
+    } catch {
+      return reject('invalid_token', 'jwk header is not a usable public key');
+    }
+    if (key.type !== 'public' || !algorithmsForKey(key).includes(alg) || !signatureValid(token, key, alg)) return reject('invalid_token', 'invalid signature');
+    return reject('unusual', 'jwk header names the key');
+  }
+
+  function evaluate(token: ParsedToken, repository: string): TokenCheck | Promise<TokenCheck> {
+    // `none` and HS* are never verified at all. Another asymmetric algorithm than the pinned ones
+    // is verified only to tell a token our key really signed (the upstream may accept it, as
+    // distribution 2.8 does RS384 and ES384) from a forgery: it never leads to a redirect.
+    if (!TOKEN_ALGORITHMS.includes(token.alg as TokenAlgorithm)) return reject('invalid_token', `algorithm ${token.alg.slice(0, 16)} is not accepted`);
+    const alg = token.alg as TokenAlgorithm;
+    const unpinned = algorithms.includes(alg) ? undefined : `algorithm ${alg} is not in algorithms`;
+    const problem = claimProblem(token, Date.now());
+    if (problem !== undefined) return reject('invalid_token', problem);
+    if (token.x5c === undefined && token.jwk !== undefined) return fromJwkHeader(token, alg);
+    const header: TokenHeader = { alg, ...(token.x5c !== undefined ? { x5c: token.x5c } : token.kid !== undefined ? { kid: token.kid } : {}) };
+    const lookup = keyring.lookup(header);
+    return lookup instanceof Promise ? lookup.then((l) => finish(l, token, alg, repository, unpinned)) : finish(lookup, token, alg, repository, unpinned);
   }
 
   return {
     check(authorization, repository) {
       if (authorization === undefined) return reject('missing', 'no Authorization header');
-      const space = authorization.indexOf(' ');
-      if (space < 0 || authorization.slice(0, space).toLowerCase() !== 'bearer' || space === authorization.length - 1) {
-        return reject('missing', 'Authorization is not a Bearer token');
-      }
-      const token = authorization.slice(space + 1);
-      if (token.length > MAX_TOKEN_LENGTH) return reject('invalid_token', 'token too long');
-      const header = decodeHeader(token);
-      if (header === undefined) return reject('invalid_token', 'malformed token');
-      const alg = header.alg as TokenAlgorithm;
-      if (!algorithms.includes(alg)) return reject('invalid_token', `algorithm ${header.alg.slice(0, 16)} is not accepted`);
-      const lookup = keyring.lookup(header);
-      return lookup instanceof Promise ? lookup.then((l) => finish(l, token, alg, repository)) : finish(lookup, token, alg, repository);
+      // distribution: exactly `<scheme> <token>` split on single spaces, scheme case-insensitive.
+      const parts = authorization.split(' ');
+      if (parts.length !== 2 || parts[0]!.toLowerCase() !== 'bearer') return reject('missing', 'Authorization is not a Bearer token');
+      const raw = parts[1]!;
+      if (raw.length > MAX_TOKEN_LENGTH) return reject('unusual', `token longer than ${MAX_TOKEN_LENGTH} characters`);
+      const token = parseRegistryToken(raw);
+      if (typeof token === 'string') return reject('invalid_token', token);
+      return evaluate(token, repository);
     },
     challenge(repository, error) {
       const suffix = error === 'invalid_token' || error === 'insufficient_scope' ? `",error="${error}"` : '"';
@@ -224,6 +282,10 @@ export function createTokenAuthorizer(opts: TokenAuthorizerOptions): Authorizer 
     if (!check.ok) {
       if (check.error === 'unavailable') {
         logger.warn({ repository: target.repository, reason: check.reason }, 'token keys unavailable; the upstream decides');
+        return 'deny';
+      }
+      if (check.error === 'unusual') {
+        logger.debug({ repository: target.repository, digest: target.digest, reason: check.reason }, 'token unusual; the upstream decides');
         return 'deny';
       }
       logger.debug({ repository: target.repository, digest: target.digest, error: check.error, reason: check.reason }, 'token rejected');

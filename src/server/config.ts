@@ -1,5 +1,4 @@
 import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { parseDuration } from '../duration.js';
 import { RegistryRedirectError } from '../errors.js';
@@ -12,6 +11,7 @@ import { loadSignerKinds, signerFromConfig } from './signer-config.js';
 import { buildPushConfig } from './push-config.js';
 import type { PushOptions } from '../types.js';
 import { parseConfigPart } from './validate.js';
+import { parseConfigYaml } from './yaml-errors.js';
 
 const duration = (example: string) =>
   z.union([z.string(), z.number()], { error: `write a duration, e.g. "${example}"` });
@@ -179,13 +179,7 @@ export async function loadConfig(path: string, env: NodeJS.ProcessEnv = process.
   } catch (cause) {
     throw new RegistryRedirectError('CONFIG_INVALID', `--config: cannot read ${path}: ${(cause as Error).message}`, { cause });
   }
-  let raw: unknown;
-  try {
-    raw = parseYaml(text);
-  } catch (cause) {
-    throw new RegistryRedirectError('CONFIG_INVALID', `${path}: not valid YAML: ${(cause as Error).message}`, { cause });
-  }
-  const expanded = expandEnv(raw, env);
+  const expanded = expandEnv(parseConfigYaml(text, path), env);
   await loadSignerKinds(expanded);
   return buildConfig(expanded);
 }

@@ -49,7 +49,7 @@ describe('Dockerfile: shape', () => {
     expect(all(build, 'RUN').map((i) => i.args)).toEqual(['npm ci --ignore-scripts --no-audit --no-fund', 'npm run build']);
     expect(pkg.scripts.build).toBe('tsc -p tsconfig.build.json');
     const depsRun = one(stage('deps'), 'RUN').args;
-    // The optional peers (cloud SDKs, JWT libraries) become dependencies; dev dependencies go.
+    // The optional peers (cloud SDKs) become dependencies; dev dependencies go.
     const rewrite = /^node -e "([^"]+)"/.exec(depsRun)?.[1];
     expect(rewrite).toBeDefined();
     const manifest = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as Record<string, unknown>;

@@ -39,7 +39,7 @@ export async function productionPackages(): Promise<string[]> {
 
 /**
  * Top-level packages of the container image: the production dependencies plus the optional peer
- * dependencies (cloud SDKs, JWT libraries) and everything they depend on, as the Dockerfile's deps
+ * dependencies (cloud SDKs) and everything they depend on, as the Dockerfile's deps
  * stage installs them. Read from package.json and package-lock.json.
  */
 export async function imagePackages(): Promise<string[]> {

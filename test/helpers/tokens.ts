@@ -4,7 +4,7 @@
  * with a public key, tampered payloads).
  */
 import { execFile } from 'node:child_process';
-import { X509Certificate, createHmac, createPrivateKey } from 'node:crypto';
+import { X509Certificate, constants as cryptoConstants, createHmac, createPrivateKey, sign as cryptoSign } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -84,3 +84,24 @@ export function withPayload(token: string, claims: Record<string, unknown>): str
 }
 
 export const pull = (name: string): AccessEntry[] => [{ type: 'repository', name, actions: ['pull'] }];
+
+/**
+ * Signs a token whose header and payload are given as raw JSON text (so a test controls what
+ * JSON.stringify would normalise: `1.0`, `1e9`, duplicate or case-variant keys). The header's
+ * `alg` is not read: `alg` here picks the signature scheme.
+ */
+export function signRawToken(headerJson: string, payloadJson: string, key: KeyObject | string, alg: 'RS256' | 'RS384' | 'PS256' | 'ES256' = 'RS256'): string {
+  const input = `${Buffer.from(headerJson).toString('base64url')}.${Buffer.from(payloadJson).toString('base64url')}`;
+  const privateKey = typeof key === 'string' ? createPrivateKey(key) : key;
+  const hash = alg === 'RS384' ? 'sha384' : 'sha256';
+  const signature = cryptoSign(
+    hash,
+    Buffer.from(input),
+    alg === 'ES256'
+      ? { key: privateKey, dsaEncoding: 'ieee-p1363' }
+      : alg === 'PS256'
+        ? { key: privateKey, padding: cryptoConstants.RSA_PKCS1_PSS_PADDING, saltLength: cryptoConstants.RSA_PSS_SALTLEN_DIGEST }
+        : privateKey,
+  );
+  return `${input}.${signature.toString('base64url')}`;
+}

@@ -10,6 +10,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import type http from 'node:http';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { libtrustKeyId } from '../../src/authorize/token-keys.js';
 import type { RegistryRedirectOptions } from '../../src/types.js';
 import { BASIC, digestOf, startFakeUpstream } from '../helpers/fake-upstream.js';
 import type { FakeUpstream } from '../helpers/fake-upstream.js';
@@ -26,7 +27,7 @@ const TOKEN_AUTH = {
   realm: 'http://127.0.0.1:1/token',
   publicKeys: [keys.publicKey.export({ type: 'spki', format: 'pem' }).toString()],
 };
-const BEARER = `Bearer ${signToken(registryClaims({ issuer: TOKEN_AUTH.issuer, service: TOKEN_AUTH.service, access: pull('team/app'), expiresInSec: 3_600 }), keys.privateKey, 'RS256')}`;
+const BEARER = `Bearer ${signToken(registryClaims({ issuer: TOKEN_AUTH.issuer, service: TOKEN_AUTH.service, access: pull('team/app'), expiresInSec: 3_600 }), keys.privateKey, 'RS256', { kid: libtrustKeyId(keys.publicKey) })}`;
 
 const BLOB = Buffer.from('fail-closed blob');
 const DIGEST = digestOf(BLOB);

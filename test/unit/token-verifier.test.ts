@@ -32,26 +32,27 @@ describe('token verifier: accepted tokens', () => {
   const verifier = createTokenVerifier({ ...BASE, publicKeys: [rsaPublicPem, ecPublicPem], algorithms: ['RS256', 'PS256', 'ES256'] });
 
   it.each([
-    ['RS256, no kid (tried against publicKeys)', () => signToken(claims(), rsa.privateKey, 'RS256')],
     ['RS256 with the libtrust kid docker token servers use', () => signToken(claims(), rsa.privateKey, 'RS256', { kid: libtrustKeyId(rsa.publicKey) })],
     ['RS256 with an RFC 7638 thumbprint kid', () => signToken(claims(), rsa.privateKey, 'RS256', { kid: jwkThumbprint(rsa.publicKey) })],
-    ['PS256 with an RSA key', () => signToken(claims(), rsa.privateKey, 'PS256')],
+    ['PS256 with an RSA key', () => signToken(claims(), rsa.privateKey, 'PS256', { kid: libtrustKeyId(rsa.publicKey) })],
     ['ES256 with an EC key', () => signToken(claims(), ec.privateKey, 'ES256', { kid: libtrustKeyId(ec.publicKey) })],
-    ['exp 30 s ago, inside the 60 s skew', () => signToken(claims({ expiresInSec: -30 }), rsa.privateKey, 'RS256')],
-    ['actions ["*"]', () => signToken(claims({ access: [{ type: 'repository', name: 'team/app', actions: ['*'] }] }), rsa.privateKey, 'RS256')],
-    ['aud as a list containing the service', () => signToken({ ...claims(), aud: ['other', BASE.service] }, rsa.privateKey, 'RS256')],
+    ['exp 30 s ago, inside the 60 s skew', () => signToken(claims({ expiresInSec: -30 }), rsa.privateKey, 'RS256', { kid: libtrustKeyId(rsa.publicKey) })],
+    ['actions ["*"]', () => signToken(claims({ access: [{ type: 'repository', name: 'team/app', actions: ['*'] }] }), rsa.privateKey, 'RS256', { kid: libtrustKeyId(rsa.publicKey) })],
+    ['an access entry with a class (distribution 2.8 ignores it)', () => signToken(claims({ access: [{ type: 'repository', class: 'image', name: 'team/app', actions: ['pull'] } as never] }), rsa.privateKey, 'RS256', { kid: libtrustKeyId(rsa.publicKey) })],
   ])('%s', async (_why, make) => {
     expect(await check(verifier, make())).toEqual({ ok: true });
   });
 
-  it('without a kid, tries every configured key that fits the algorithm, in any order', async () => {
+  it('without a kid, a token one of the configured keys signed is left to the upstream (distribution 2.8 refuses it, others accept)', async () => {
     const ecFirst = createTokenVerifier({ ...BASE, publicKeys: [ecPublicPem, rsaPublicPem], algorithms: ['RS256', 'ES256'] });
-    expect(await check(ecFirst, signToken(claims(), rsa.privateKey, 'RS256'))).toEqual({ ok: true });
-    expect(await check(ecFirst, signToken(claims(), ec.privateKey, 'ES256'))).toEqual({ ok: true });
+    expect(await check(ecFirst, signToken(claims(), rsa.privateKey, 'RS256'))).toMatchObject({ ok: false, error: 'unusual' });
+    expect(await check(ecFirst, signToken(claims(), ec.privateKey, 'ES256'))).toMatchObject({ ok: false, error: 'unusual' });
+    const stranger = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    expect(await check(ecFirst, signToken(claims(), stranger.privateKey, 'RS256'))).toMatchObject({ ok: false, error: 'invalid_token' });
   });
 
   it('accepts a lower-case "bearer" scheme like distribution', async () => {
-    expect(await verifier.check(`bearer ${signToken(claims(), rsa.privateKey, 'RS256')}`, 'team/app')).toEqual({ ok: true });
+    expect(await verifier.check(`bearer ${signToken(claims(), rsa.privateKey, 'RS256', { kid: libtrustKeyId(rsa.publicKey) })}`, 'team/app')).toEqual({ ok: true });
   });
 
   it('libtrust key IDs have the 12 groups of 4 base32 characters distribution expects', () => {
@@ -67,7 +68,8 @@ describe('token verifier: rejections name the RFC 6750 error distribution sends'
     ['no header', undefined, 'missing'],
     ['Basic credentials', 'Basic YWxpY2U6cHc=', 'missing'],
     ['"Bearer" without a token', 'Bearer', 'missing'],
-    ['"Bearer " with an empty token', 'Bearer ', 'missing'],
+    ['"Bearer " with an empty token (distribution: a malformed token)', 'Bearer ', 'invalid_token'],
+    ['two spaces after Bearer (distribution: not a bearer header)', 'Bearer  abc.def.ghi', 'missing'],
     ['garbage', 'Bearer abc.def', 'invalid_token'],
   ])('%s -> %s', async (_why, header, error) => {
     expect(await verifier.check(header, 'team/app')).toMatchObject({ ok: false, error });
@@ -76,15 +78,16 @@ describe('token verifier: rejections name the RFC 6750 error distribution sends'
   it.each([
     ['signed by an untrusted key', () => signToken(claims(), other.privateKey, 'RS256'), 'invalid_token'],
     ['kid of an untrusted key, signed by a trusted one', () => signToken(claims(), rsa.privateKey, 'RS256', { kid: libtrustKeyId(other.publicKey) }), 'invalid_token'],
-    ['algorithm not in the pinned list (PS256)', () => signToken(claims(), rsa.privateKey, 'PS256'), 'invalid_token'],
+    ['algorithm not in the pinned list (PS256), signed by another key', () => signToken(claims(), other.privateKey, 'PS256', { kid: libtrustKeyId(rsa.publicKey) }), 'invalid_token'],
+    ['algorithm not in the pinned list (RS384), signed by the trusted key: the upstream decides', () => signToken(claims(), rsa.privateKey, 'RS384', { kid: libtrustKeyId(rsa.publicKey) }), 'unusual'],
     ['no exp claim', () => signToken(without(claims(), 'exp'), rsa.privateKey, 'RS256'), 'invalid_token'],
     ['exp beyond the skew', () => signToken(claims({ expiresInSec: -120 }), rsa.privateKey, 'RS256'), 'invalid_token'],
     ['nbf beyond the skew', () => signToken(claims({ notBeforeSec: 120 }), rsa.privateKey, 'RS256'), 'invalid_token'],
     ['another issuer', () => signToken({ ...claims(), iss: 'evil' }, rsa.privateKey, 'RS256'), 'invalid_token'],
     ['another service', () => signToken({ ...claims(), aud: 'other-registry' }, rsa.privateKey, 'RS256'), 'invalid_token'],
-    ['pull on another repository', () => signToken(claims({ access: pull('team/other') }), rsa.privateKey, 'RS256'), 'insufficient_scope'],
-    ['push only', () => signToken(claims({ access: [{ type: 'repository', name: 'team/app', actions: ['push'] }] }), rsa.privateKey, 'RS256'), 'insufficient_scope'],
-    ['no access claim', () => signToken(without(claims(), 'access'), rsa.privateKey, 'RS256'), 'insufficient_scope'],
+    ['pull on another repository', () => signToken(claims({ access: pull('team/other') }), rsa.privateKey, 'RS256', { kid: libtrustKeyId(rsa.publicKey) }), 'insufficient_scope'],
+    ['push only', () => signToken(claims({ access: [{ type: 'repository', name: 'team/app', actions: ['push'] }] }), rsa.privateKey, 'RS256', { kid: libtrustKeyId(rsa.publicKey) }), 'insufficient_scope'],
+    ['no access claim', () => signToken(without(claims(), 'access'), rsa.privateKey, 'RS256', { kid: libtrustKeyId(rsa.publicKey) }), 'insufficient_scope'],
   ])('%s -> %s', async (_why, make, error) => {
     expect(await check(verifier, make())).toMatchObject({ ok: false, error });
   });
@@ -102,7 +105,7 @@ describe('grantsPull reads the access claim like distribution', () => {
     [[{ type: 'repository', name: 'a/b', actions: ['pull'] }], true],
     [[{ type: 'repository', name: 'a/b', actions: ['push', '*'] }], true],
     [[{ type: 'repository', name: 'a/b', class: '', actions: ['pull'] }], true],
-    [[{ type: 'repository', name: 'a/b', class: 'plugin', actions: ['pull'] }], false],
+    [[{ type: 'repository', name: 'a/b', class: 'plugin', actions: ['pull'] }], true],
     [[{ type: 'registry', name: 'catalog', actions: ['*'] }], false],
     [[{ type: 'repository', name: 'a/b/c', actions: ['pull'] }], false],
     [[{ type: 'repository', name: 'a', actions: ['pull'] }], false],
@@ -156,6 +159,12 @@ describe.skipIf(!requireBinary('openssl'))('token verifier: x5c chains against a
     expect(await check(v, signToken(claims(), chain.leafKey, 'ES256', { x5c: [chain.x5c[0]] }))).toEqual({ ok: true });
   });
 
+  it('takes the certificates after the leaf as a pool, in any order, like Go (an unrelated one is ignored)', async () => {
+    const v = verifier();
+    expect(await check(v, signToken(claims(), chain.leafKey, 'ES256', { x5c: [chain.x5c[0], stranger.x5c[1], chain.x5c[1]] }))).toEqual({ ok: true });
+    expect(await check(v, signToken(claims(), chain.leafKey, 'ES256', { x5c: [chain.x5c[0], stranger.x5c[0]] }))).toEqual({ ok: true });
+  });
+
   it('rejects a chain that leads to another CA', async () => {
     expect(await check(verifier(), signToken(claims(), stranger.leafKey, 'ES256', { x5c: stranger.x5c }))).toMatchObject({ error: 'invalid_token', reason: expect.stringMatching(/trusted root/) });
   });
@@ -172,10 +181,10 @@ describe.skipIf(!requireBinary('openssl'))('token verifier: x5c chains against a
     expect(await check(v, signToken(claims(), chain.leafKey, 'ES256', { x5c: ['!!notbase64!!'] }))).toMatchObject({ error: 'invalid_token' });
   });
 
-  it('a kid that names no trusted key is rejected, never tried against other keys; no kid tries publicKeys', async () => {
+  it('a kid that names no trusted key is rejected, never tried against other keys; no kid tries publicKeys and leaves a match to the upstream', async () => {
     const v = createTokenVerifier({ ...BASE, rootCertBundle: chain.caPem, publicKeys: [chain.leafPem], algorithms: ['ES256'] });
     expect(await check(v, signToken(claims(), chain.leafKey, 'ES256', { kid: 'unknown-kid' }))).toMatchObject({ error: 'invalid_token', reason: 'kid names no trusted key' });
-    expect(await check(v, signToken(claims(), chain.leafKey, 'ES256'))).toEqual({ ok: true });
+    expect(await check(v, signToken(claims(), chain.leafKey, 'ES256'))).toMatchObject({ ok: false, error: 'unusual' });
   });
 });
 
