@@ -6,6 +6,7 @@ export type ErrorCode =
   | 'DEPENDENCY_MISSING'
   | 'UPSTREAM_UNREACHABLE'
   | 'UPSTREAM_TIMEOUT'
+  | 'AUTHORIZE_QUEUE_FULL'
   | 'SIGNER_FAILED'
   | 'SIGNER_TIMEOUT';
 
@@ -25,7 +26,7 @@ export function configError(message: string, cause?: unknown): never {
 }
 
 /** OCI distribution error codes this package emits. */
-export type OciErrorCode = 'UNAVAILABLE' | 'UNAUTHORIZED' | 'DENIED' | 'UNSUPPORTED';
+export type OciErrorCode = 'UNAVAILABLE' | 'UNAUTHORIZED' | 'DENIED' | 'UNSUPPORTED' | 'TOOMANYREQUESTS';
 
 /**
  * Writes an OCI error body `{"errors":[{"code","message","detail"}]}`. Never throws: when headers

@@ -38,6 +38,7 @@ export type {
   BlobLayout,
   BlobTarget,
   DecisionCacheOptions,
+  Limits,
   EmbeddedAuthorize,
   EmbeddedGrant,
   Logger,

@@ -2,11 +2,11 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createEmbeddedAuthorizer } from './authorize/embedded.js';
 import { createProxyAuthorizer } from './authorize/proxy.js';
 import type { AuthOutcome, Authorizer, Grant } from './authorize/types.js';
-import { parseCidrList, parseIp } from './client-ip.js';
+import { createClientIpResolver, parseCidrList, parseIp } from './client-ip.js';
 import { RegistryRedirectError, sendOciError } from './errors.js';
 import { createForwardedHeaders } from './forwarded.js';
+import { createUploadLimiter, createUpstreamPools, isUpload, resolveLimits } from './limits.js';
 import { errorForLog, silentLogger } from './log.js';
-import { createClientIpResolver } from './client-ip.js';
 import { countProxiedBytes, type FallbackReason } from './metrics.js';
 import { createPassThrough, pathForLog } from './proxy.js';
 import { compilePush } from './push.js';
@@ -50,6 +50,7 @@ const OPTION_KEYS = {
   acceptUpstreamRedirect: true,
   allowRedirectToRegistryHost: true,
   push: true,
+  limits: true,
 } as const satisfies Record<keyof RegistryRedirectOptions, true>;
 const KNOWN_OPTIONS: ReadonlySet<string> = new Set(Object.keys(OPTION_KEYS));
 
@@ -189,23 +190,26 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
   const routing = createRouting(options, logger);
   const observer = routing.observer;
 
+  const limits = resolveLimits(options.limits);
   // Upload sessions steered to the write endpoint (proxy mode); the rules run on the rollout engine.
   const push =
     options.push === undefined ? undefined : compilePush(options.push, { clientIp: createClientIpResolver(options.trustedProxies ?? []), observer, logger });
 
   const upstream = options.upstream === undefined ? undefined : parseUpstream(options.upstream);
-  const agent = upstream
-    ? new (upstream.protocol === 'https:' ? process.getBuiltinModule('node:https').Agent : process.getBuiltinModule('node:http').Agent)({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64 })
-    : undefined;
+  // Separate pools: uploads trickling in cannot take the connections that reads and the
+  // authorizing HEADs need, and a hung upstream fills only the probe pool's bounded queue.
+  const pools = upstream ? createUpstreamPools(upstream, limits) : undefined;
   const trusted = parseCidrList(options.trustedProxies ?? [], 'trustedProxies');
   const forwarded = createForwardedHeaders(trusted);
   const allowRegistryHost = options.allowRedirectToRegistryHost === true;
   const proxyAuthorization =
-    upstream && agent
+    upstream && pools
       ? createProxyAuthorizer({
           upstream,
-          agent,
+          agent: pools.authorize,
           timeoutMs: timeouts.authorize,
+          maxConcurrent: limits.upstreamSockets.authorize,
+          maxPending: limits.maxPendingAuthorizations,
           logger,
           tokenAuth: options.tokenAuth,
           decisionCache: options.decisionCache,
@@ -214,10 +218,16 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
         })
       : undefined;
   const authorize: Authorizer = proxyAuthorization ? proxyAuthorization.authorize : createEmbeddedAuthorizer(options.authorize!);
+  const onUpstreamResponse = proxyAuthorization && forgetOnDelete(proxyAuthorization.forget);
   const passThrough =
-    upstream && agent
-      ? createPassThrough({ upstream, timeoutMs: timeouts.upstream, agent, logger, forwarded, onUpstreamResponse: proxyAuthorization && forgetOnDelete(proxyAuthorization.forget) })
+    upstream && pools
+      ? createPassThrough({ upstream, timeoutMs: timeouts.upstream, agent: pools.passThrough, maxConcurrent: limits.upstreamSockets.passThrough, logger, forwarded, onUpstreamResponse })
       : undefined;
+  const uploadThrough =
+    upstream && pools
+      ? createPassThrough({ upstream, timeoutMs: timeouts.upstream, agent: pools.uploads, maxConcurrent: limits.upstreamSockets.uploads, logger, forwarded, onUpstreamResponse })
+      : undefined;
+  const admitUpload = limits.maxUploadsPerClient > 0 ? createUploadLimiter(limits.maxUploadsPerClient, createClientIpResolver(options.trustedProxies)) : undefined;
   // Signers whose URLs were refused for pointing at the registry's host: warned about once each.
   const warnedSameHost = new Set<string>();
 
@@ -235,11 +245,19 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
     return isSameHostOrSubdomain(url, (comma < 0 ? forwardedHost : forwardedHost.slice(0, comma)).trim());
   }
 
+  /** An upload (POST/PATCH/PUT) to the upstream, through the per-client cap and the upload pool. */
+  function forwardUpload(req: IncomingMessage, res: ServerResponse, onResponse?: (upstreamRes: IncomingMessage) => void): void {
+    if (uploadThrough && (!admitUpload || admitUpload(req, res))) uploadThrough(req, res, onResponse);
+  }
+
   /** Hand the request on unchanged: to the upstream (proxy mode) or the host app (embedded). */
   function forward(req: IncomingMessage, res: ServerResponse, next: Next | undefined): void {
-    if (passThrough) passThrough(req, res);
-    else if (next) next();
-    else sendOciError(res, 404, 'DENIED', 'not handled');
+    if (passThrough && uploadThrough) {
+      if (!isUpload(req.method)) passThrough(req, res);
+      else forwardUpload(req, res);
+    } else if (next) {
+      if (!isUpload(req.method) || !admitUpload || admitUpload(req, res)) next();
+    } else sendOciError(res, 404, 'DENIED', 'not handled');
   }
 
   /**
@@ -362,7 +380,7 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
   const middleware = (req: IncomingMessage, res: ServerResponse, next?: Next): void => {
     const target = req.method === 'GET' && req.url ? parseBlobPath(req.url) : undefined;
     if (!target) {
-      if (push && passThrough && req.method === 'POST' && push.handle(req, res, passThrough)) return;
+      if (push && uploadThrough && req.method === 'POST' && push.handle(req, res, forwardUpload)) return;
       forward(req, res, next);
       return;
     }
@@ -378,7 +396,7 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
 
   return Object.assign(middleware, {
     async close(): Promise<void> {
-      agent?.destroy();
+      pools?.destroy();
       await routing.close();
     },
     health: routing.health,

@@ -4,12 +4,18 @@ import type * as hpm from 'http-proxy-middleware';
 import { sendOciError } from './errors.js';
 import { requireDependency } from './lazy.js';
 import { applyForwardedFields, type ForwardedHeaders } from './forwarded.js';
+import { createSlotQueue } from './limits.js';
 import { errorForLog } from './log.js';
 import type { Logger } from './types.js';
 
 export interface PassThroughOptions {
   upstream: URL;
-  /** Upstream response headers must arrive within this many milliseconds, else 504. */
+  /**
+   * Upstream response headers must arrive within this many milliseconds of the request reaching
+   * this function (waiting for a slot or a connection included), else 504. For a request with a
+   * body the deadline ends once its upstream connection is open (the body may take long); after
+   * that, and while responses stream, the bound is on inactivity.
+   */
   timeoutMs: number;
   agent: http.Agent;
   logger: Logger;
@@ -17,6 +23,20 @@ export interface PassThroughOptions {
   forwarded: ForwardedHeaders;
   /** Called with the upstream's status before its response is relayed (e.g. to drop cached grants after a DELETE). */
   onUpstreamResponse?: ((req: IncomingMessage, status: number) => void) | undefined;
+  /** Requests streaming through at once; more wait in order for a slot until their deadline. Default: no bound. */
+  maxConcurrent?: number | undefined;
+}
+
+/** One request's deadline: armed when it arrives, disarmed by the upstream's response headers. */
+interface Deadline {
+  timer: NodeJS.Timeout | undefined;
+  proxyReq: http.ClientRequest | undefined;
+  expired: boolean;
+}
+
+function hasBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }
 
 /**
@@ -38,6 +58,8 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
   const timedOut = new WeakSet<IncomingMessage>();
   // Loaded with the first proxy-mode middleware, not when the package is imported.
   const { createProxyMiddleware } = requireDependency<typeof hpm>('http-proxy-middleware');
+  const deadlines = new WeakMap<IncomingMessage, Deadline>();
+  const slots = opts.maxConcurrent === undefined ? undefined : createSlotQueue(opts.maxConcurrent);
   // Per-request response hooks (push steering); most requests have none.
   const responseHooks = new WeakMap<IncomingMessage, (upstreamRes: IncomingMessage) => void>();
   const proxy = createProxyMiddleware<IncomingMessage, ServerResponse>({
@@ -54,6 +76,20 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
       (proxyServer) => {
         proxyServer.on('proxyReq', (proxyReq, req) => {
           proxyReq.once('timeout', () => timedOut.add(req));
+          const deadline = deadlines.get(req);
+          if (deadline === undefined) return;
+          deadline.proxyReq = proxyReq;
+          if (deadline.expired) {
+            timedOut.add(req);
+            proxyReq.destroy();
+          } else if (hasBody(req)) {
+            const socket = proxyReq.socket;
+            if (socket && socket.connecting) socket.once('connect', () => clearTimeout(deadline.timer));
+            else clearTimeout(deadline.timer);
+          }
+        });
+        proxyServer.on('proxyRes', (_proxyRes, req) => {
+          clearTimeout(deadlines.get(req)?.timer);
         });
         const onUpstreamResponse = opts.onUpstreamResponse;
         // Emitted before the response head is copied to the client, so a hook may edit headers.
@@ -81,8 +117,7 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
       },
     ],
   });
-  return (req, res, onResponse) => {
-    if (onResponse) responseHooks.set(req, onResponse);
+  const start = (req: IncomingMessage, res: ServerResponse): void => {
     // httpxy copies req.headers into the upstream request; this is the one place they are rewritten
     // (its 'proxyReq' event comes too late for piped bodies and never for `Expect: 100-continue`).
     applyForwardedFields(req.headers, opts.forwarded(req));
@@ -92,6 +127,38 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
     void proxy(req, res, () => {
       if (!res.headersSent) sendOciError(res, 400, 'UNSUPPORTED', 'request path cannot be parsed', { path: pathForLog(req.url).slice(0, 100) });
     });
+  };
+
+  return (req, res, onResponse) => {
+    if (onResponse) responseHooks.set(req, onResponse);
+    // The request's socket timeout would start only once a connection is assigned; this deadline
+    // starts now, so time spent queued (for a slot or for a connection) counts.
+    const deadline: Deadline = { timer: undefined, proxyReq: undefined, expired: false };
+    deadlines.set(req, deadline);
+    let started = false;
+    let withdraw: (() => void) | undefined;
+    deadline.timer = setTimeout(() => {
+      deadline.expired = true;
+      if (!started) {
+        withdraw?.();
+        opts.logger.warn({ method: req.method, path: pathForLog(req.url) }, 'upstream timed out: no free upstream connection');
+        sendOciError(res, 504, 'UNAVAILABLE', 'upstream registry did not answer in time', { timeoutMs: opts.timeoutMs });
+      } else if (deadline.proxyReq) {
+        timedOut.add(req);
+        deadline.proxyReq.destroy();
+      }
+    }, opts.timeoutMs);
+    res.once('close', () => {
+      clearTimeout(deadline.timer);
+      if (started) slots?.release();
+      else withdraw?.();
+    });
+    const run = (): void => {
+      started = true;
+      start(req, res);
+    };
+    if (slots) withdraw = slots.acquire(run);
+    else run();
   };
 }
 

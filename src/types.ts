@@ -95,9 +95,16 @@ export type EmbeddedAuthorize = (
 
 /** Timeouts in milliseconds. */
 export interface Timeouts {
-  /** The authorizing HEAD to the upstream: no answer within this -> 504. Default 10 000. */
+  /**
+   * The authorizing HEAD to the upstream: no answer within this -> 504. Measured from when the
+   * HEAD is issued, waiting for a free upstream connection included. Default 10 000.
+   */
   authorize?: number;
-  /** Pass-through: upstream response headers must arrive within this -> 504. Default 60 000. */
+  /**
+   * Pass-through: upstream response headers must arrive within this -> 504. Measured from when the
+   * request arrives, waiting for a free upstream connection included; for a request with a body,
+   * until its upstream connection is open. After that it bounds inactivity. Default 60 000.
+   */
   upstream?: number;
   /** A signer must answer within this, else fall back per `onSignerError`. Default 5 000. */
   signer?: number;
@@ -176,6 +183,39 @@ export interface DecisionCacheOptions {
   maxEntries?: number;
 }
 
+/**
+ * Bounds on what hostile or merely numerous clients can hold (proxy mode; `maxUploadsPerClient`
+ * also applies to uploads handed to `next()` in embedded mode).
+ *
+ * @example
+ * ```ts
+ * limits: { maxPendingAuthorizations: 1000, maxUploadsPerClient: 8, upstreamSockets: { authorize: 128, uploads: 256, passThrough: 256 } }
+ * ```
+ */
+export interface Limits {
+  /**
+   * Authorizing HEADs in flight or waiting for an upstream connection. A blob GET that would need
+   * one more is answered at once with 503, `Retry-After` (`timeouts.authorize` in seconds, within
+   * which the queue drains at worst) and an OCI error body, instead of queueing
+   * behind a slow or hung upstream. Requests sharing one HEAD (decision cache) count once.
+   * Default 1000. Example `200`.
+   */
+  maxPendingAuthorizations?: number;
+  /**
+   * Concurrent uploads (`POST`, `PATCH`, `PUT`) per client address, the address being resolved
+   * with `trustedProxies` (a client's own `X-Forwarded-For` is not believed). One more gets 429
+   * `TOOMANYREQUESTS` with `Retry-After`. Default `0`: no cap. Example `8`.
+   */
+  maxUploadsPerClient?: number;
+  /**
+   * Upstream connections per pool: `authorize` (the authorizing HEADs; more wait, bounded by
+   * `maxPendingAuthorizations`), `uploads` (requests with a body), `passThrough` (everything else
+   * that streams through). Requests beyond a pool's size wait in order; every wait counts against
+   * `timeouts.authorize` / `timeouts.upstream`. Default `{ authorize: 128, uploads: 256, passThrough: 256 }`.
+   */
+  upstreamSockets?: { authorize?: number; uploads?: number; passThrough?: number };
+}
+
 /** Options of {@link registryRedirect}. */
 export interface RegistryRedirectOptions {
   /**
@@ -218,6 +258,8 @@ export interface RegistryRedirectOptions {
   onSignerError?: 'proxy' | 'error';
   /** Timeouts in milliseconds; see {@link Timeouts}. */
   timeouts?: Timeouts;
+  /** Connection pools, queue bounds and the per-client upload cap; see {@link Limits}. */
+  limits?: Limits;
   /** pino-compatible logger. Default: logs nothing. Credentials and signatures are never logged. */
   logger?: Logger;
   /**

@@ -13,6 +13,10 @@ export interface ProxyAuthorizerOptions {
   /** The authorizing HEAD must answer within this many milliseconds. */
   timeoutMs: number;
   logger: Logger;
+  /** Probes in flight at once; more wait in order within their deadline. */
+  maxConcurrent?: number | undefined;
+  /** Probes in flight or queued beyond which a blob GET is answered 503 at once. */
+  maxPending?: number | undefined;
   tokenAuth?: TokenAuthOptions | undefined;
   decisionCache?: DecisionCacheOptions | false | undefined;
   forwarded: ForwardedHeaders;
@@ -33,7 +37,15 @@ export interface ProxyAuthorization {
  */
 export function createProxyAuthorizer(opts: ProxyAuthorizerOptions): ProxyAuthorization {
   const settings = resolveDecisionCacheOptions(opts.decisionCache);
-  const probeOptions = { upstream: opts.upstream, timeoutMs: opts.timeoutMs, agent: opts.agent, forwarded: opts.forwarded, acceptRedirect: opts.acceptRedirect };
+  const probeOptions = {
+    upstream: opts.upstream,
+    timeoutMs: opts.timeoutMs,
+    agent: opts.agent,
+    maxConcurrent: opts.maxConcurrent,
+    maxPending: opts.maxPending,
+    forwarded: opts.forwarded,
+    acceptRedirect: opts.acceptRedirect,
+  };
 
   if (opts.tokenAuth === undefined) {
     // Keyed by credential: a 401/403 belongs to that caller, so it may be reused briefly too.

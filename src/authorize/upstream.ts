@@ -1,6 +1,7 @@
 import type http from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { RegistryRedirectError, sendOciError } from '../errors.js';
+import { createSlotQueue, withSlot } from '../limits.js';
 import { applyForwardedFields, type ForwardedHeaders } from '../forwarded.js';
 import { errorForLog } from '../log.js';
 import { isValidDigest } from '../routes.js';
@@ -57,9 +58,13 @@ function isRedirect(status: number): boolean {
 
 export interface UpstreamAuthorizerOptions {
   upstream: URL;
-  /** No response headers within this many milliseconds -> UPSTREAM_TIMEOUT. */
+  /** No response headers within this many milliseconds of the probe being issued (waiting for a socket included) -> UPSTREAM_TIMEOUT. */
   timeoutMs: number;
   agent: http.Agent;
+  /** Probes in flight at once; more wait in order (within their deadline). Default: no bound. */
+  maxConcurrent?: number | undefined;
+  /** Probes in flight or waiting beyond which a new one fails at once with AUTHORIZE_QUEUE_FULL. Default: no bound. */
+  maxPending?: number | undefined;
   /** The `X-Forwarded-*` headers sent instead of the client's (see forwarded.ts). */
   forwarded: ForwardedHeaders;
   /**
@@ -85,9 +90,23 @@ export function createUpstreamProbe(opts: UpstreamAuthorizerOptions): UpstreamPr
   const basePath = opts.upstream.pathname.replace(/\/+$/, '');
   const acceptRedirect = opts.acceptRedirect === true;
 
-  return function authorizeViaUpstream(req: IncomingMessage, target: BlobTarget, path: string): Promise<UpstreamVerdict> {
+  const maxPending = opts.maxPending ?? Number.POSITIVE_INFINITY;
+  const slots = opts.maxConcurrent === undefined ? undefined : createSlotQueue(opts.maxConcurrent);
+  let pending = 0;
+  const timedOut = (): RegistryRedirectError =>
+    new RegistryRedirectError('UPSTREAM_TIMEOUT', `upstream did not answer the authorizing HEAD within ${opts.timeoutMs} ms`);
+
+  function send(req: IncomingMessage, target: BlobTarget, path: string, timeoutMs: number): Promise<UpstreamVerdict> {
     return new Promise<UpstreamVerdict>((resolve, reject) => {
       let settled = false;
+      // A timer of its own, not the request's socket timeout: that one starts only once the socket
+      // is connected, so a connection that never completes would not be bounded.
+      const timer = setTimeout(() => {
+        if (settled) return;
+        settled = true;
+        probe.destroy();
+        reject(timedOut());
+      }, timeoutMs);
       const probe = request({
         hostname,
         port,
@@ -96,20 +115,17 @@ export function createUpstreamProbe(opts: UpstreamAuthorizerOptions): UpstreamPr
         headers: probeHeaders(req, opts.forwarded),
         agent: opts.agent,
       });
-      probe.setTimeout(opts.timeoutMs, () => {
-        if (settled) return;
-        settled = true;
-        probe.destroy();
-        reject(new RegistryRedirectError('UPSTREAM_TIMEOUT', `upstream did not answer the authorizing HEAD within ${opts.timeoutMs} ms`));
-      });
       probe.on('error', (err) => {
         if (settled) return;
         settled = true;
+        clearTimeout(timer);
         reject(new RegistryRedirectError('UPSTREAM_UNREACHABLE', 'upstream registry unreachable', { cause: err }));
       });
       probe.on('response', (res) => {
-        settled = true;
         res.resume();
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
         const status = res.statusCode ?? 0;
         if ((status >= 200 && status < 300) || (acceptRedirect && isRedirect(status))) {
           const stored = res.headers['docker-content-digest'];
@@ -122,12 +138,28 @@ export function createUpstreamProbe(opts: UpstreamAuthorizerOptions): UpstreamPr
       });
       probe.end();
     });
+  }
+
+  return function authorizeViaUpstream(req: IncomingMessage, target: BlobTarget, path: string): Promise<UpstreamVerdict> {
+    if (pending >= maxPending) {
+      return Promise.reject(new RegistryRedirectError('AUTHORIZE_QUEUE_FULL', `${pending} authorizing HEADs are already pending (limits.maxPendingAuthorizations)`));
+    }
+    pending++;
+    // Queued here rather than in the agent: a probe withdrawn at its deadline then never opens a
+    // connection, and the deadline counts from now, the wait for a connection included.
+    const verdict = slots ? withSlot(slots, opts.timeoutMs, (ms) => send(req, target, path, ms), timedOut) : send(req, target, path, opts.timeoutMs);
+    return verdict.finally(() => {
+      pending--;
+    });
   };
 }
 
-/** Fails closed when the probe got no answer at all: 504 on timeout, 502 when unreachable. */
+/** Fails closed when the probe got no answer at all: 504 on timeout, 502 when unreachable, 503 when too many are pending. */
 export function answerProbeFailure(res: ServerResponse, err: unknown, timeoutMs: number): void {
-  if (err instanceof RegistryRedirectError && err.code === 'UPSTREAM_TIMEOUT') {
+  if (err instanceof RegistryRedirectError && err.code === 'AUTHORIZE_QUEUE_FULL') {
+    // The queue drains within one authorize timeout at worst.
+    sendOciError(res, 503, 'UNAVAILABLE', 'too many blob requests are waiting for authorization; retry later', null, { 'Retry-After': String(Math.max(1, Math.ceil(timeoutMs / 1_000))) });
+  } else if (err instanceof RegistryRedirectError && err.code === 'UPSTREAM_TIMEOUT') {
     sendOciError(res, 504, 'UNAVAILABLE', 'upstream registry did not answer in time', { timeoutMs });
   } else {
     sendOciError(res, 502, 'UNAVAILABLE', 'upstream registry unreachable');

@@ -19,7 +19,17 @@ export function answerClientError(err: Error & { code?: string }, socket: Duplex
   }
   const status = STATUS_BY_CODE[err.code ?? ''] ?? '400 Bad Request';
   socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+  // end() sends the answer and a FIN, but the socket stays open until the client closes its side,
+  // and a client that never reads never does: without this, every such connection is held for good.
+  // Not destroyed at once: unread request bytes would turn the close into a reset that can discard
+  // the answer before the client reads it.
+  const timer = setTimeout(() => socket.destroy(), LINGER_MS);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
 }
+
+/** How long a refused connection may stay open for the client to read the answer. */
+const LINGER_MS = 2_000;
 
 /**
  * How often Node checks connections for `headersTimeout`/`requestTimeout`. Node's default is 30 s,

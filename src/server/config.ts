@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { parseDuration } from '../duration.js';
 import { RegistryRedirectError } from '../errors.js';
 import { parseUpstream } from '../middleware.js';
+import { resolveLimits, type ResolvedLimits } from '../limits.js';
 import type { Signer } from '../types.js';
 import { buildRolloutConfig, type RolloutConfig } from './rollout-config.js';
 import { authorizeFromConfig, type AuthorizeConfig } from './authorize-config.js';
@@ -37,6 +38,23 @@ const fileSchema = z
         signer: duration('5s').optional(),
         shutdown: duration('10s').optional(),
         headers: duration('60s').optional(),
+        keepAlive: duration('5s').optional(),
+      })
+      .strict()
+      .optional(),
+    limits: z
+      .object({
+        maxConnections: z.number({ error: 'write a whole number of connections, e.g. 4096 (0: no limit)' }).int().min(0).optional(),
+        maxPendingAuthorizations: z.number({ error: 'write a whole number, e.g. 1000' }).optional(),
+        maxUploadsPerClient: z.number({ error: 'write a whole number, e.g. 8 (0: no cap)' }).optional(),
+        upstreamSockets: z
+          .object({
+            authorize: z.number({ error: 'write a whole number, e.g. 128' }).optional(),
+            uploads: z.number({ error: 'write a whole number, e.g. 256' }).optional(),
+            passThrough: z.number({ error: 'write a whole number, e.g. 256' }).optional(),
+          })
+          .strict()
+          .optional(),
       })
       .strict()
       .optional(),
@@ -72,7 +90,12 @@ export interface ServerConfig extends Omit<RolloutConfig, 'metrics'> {
   authorize: AuthorizeConfig;
   /** Redirect to signed URLs on the registry's host or a subdomain of it. Default false: proxied. */
   allowRedirectToRegistryHost: boolean;
-  timeouts: { authorize: number; upstream: number; signer: number; shutdown: number; headers: number };
+  timeouts: { authorize: number; upstream: number; signer: number; shutdown: number; headers: number; keepAlive: number };
+  /**
+   * `limits:`: the middleware's bounds plus `maxConnections` (per listener; `undefined`: derived
+   * from the open-file limit at startup, see connection-limits.ts; `0`: no limit).
+   */
+  limits: ResolvedLimits & { maxConnections: number | undefined };
   log: { level: (typeof LOG_LEVELS)[number]; requests: boolean };
   /** `metrics:`; undefined -> no metrics. `listen` undefined -> served on the main listener at `path`. */
   metrics: { listen: { host: string; port: number } | undefined; path: string; defaultMetrics: boolean } | undefined;
@@ -139,7 +162,10 @@ export function buildConfig(raw: unknown): ServerConfig {
     signer: ms(t.signer, 'signer', 5_000),
     shutdown: ms(t.shutdown, 'shutdown', 10_000),
     headers: ms(t.headers, 'headers', 60_000),
+    keepAlive: ms(t.keepAlive, 'keepAlive', 5_000),
   };
+  const { maxConnections, ...middlewareLimits } = file.limits ?? {};
+  const limits = { ...resolveLimits(middlewareLimits, 'limits'), maxConnections };
   const signer = signerFromConfig(file.signer, 'signer', { expiry: expiryMs, listen });
   let extra: RolloutConfig;
   let push: PushOptions | undefined;
@@ -161,6 +187,7 @@ export function buildConfig(raw: unknown): ServerConfig {
     cache,
     onSignerError: file.onSignerError ?? 'proxy',
     timeouts,
+    limits,
     authorize: authorizeFromConfig(file.authorize),
     push,
     allowRedirectToRegistryHost: file.allowRedirectToRegistryHost ?? false,

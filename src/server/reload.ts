@@ -105,6 +105,8 @@ function restartOnly(a: ServerConfig, b: ServerConfig): string[] {
   if (a.log.level !== b.log.level || a.log.requests !== b.log.requests) out.push('log');
   if (a.timeouts.headers !== b.timeouts.headers) out.push('timeouts.headers');
   if (a.timeouts.shutdown !== b.timeouts.shutdown) out.push('timeouts.shutdown');
+  if (a.timeouts.keepAlive !== b.timeouts.keepAlive) out.push('timeouts.keepAlive');
+  if (a.limits.maxConnections !== b.limits.maxConnections) out.push('limits.maxConnections');
   if (a.reload.watch !== b.reload.watch) out.push('reload.watch');
   return out;
 }
@@ -178,7 +180,8 @@ export function createConfigReloader(opts: ConfigReloaderOptions): ConfigReloade
         metrics: before.metrics,
         log: before.log,
         reload: before.reload,
-        timeouts: { ...config.timeouts, headers: before.timeouts.headers, shutdown: before.timeouts.shutdown },
+        timeouts: { ...config.timeouts, headers: before.timeouts.headers, shutdown: before.timeouts.shutdown, keepAlive: before.timeouts.keepAlive },
+        limits: { ...config.limits, maxConnections: before.limits.maxConnections },
       });
     } catch (err) {
       opts.metrics?.reloaded(false);

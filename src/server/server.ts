@@ -6,6 +6,7 @@ import { registryRedirect } from '../middleware.js';
 import type { Logger, Signer } from '../types.js';
 import { withCache } from './cache-config.js';
 import { answerClientError, connectionsCheckInterval } from './client-errors.js';
+import { applyMaxConnections } from './connection-limits.js';
 import type { ServerConfig } from './config.js';
 import { accessLogger, listenOn, startMetricsServer } from './observability.js';
 import { PROBE_HEADER, assertWriteEndpoint } from './push-config.js';
@@ -70,6 +71,7 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
         acceptUpstreamRedirect: c.authorize.acceptUpstreamRedirect,
         allowRedirectToRegistryHost: c.allowRedirectToRegistryHost,
         timeouts: { authorize: c.timeouts.authorize, upstream: c.timeouts.upstream, signer: c.timeouts.signer },
+        limits: { maxPendingAuthorizations: c.limits.maxPendingAuthorizations, maxUploadsPerClient: c.limits.maxUploadsPerClient, upstreamSockets: c.limits.upstreamSockets },
         push: c.push,
         logger,
       }),
@@ -99,11 +101,12 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
 
   const server = http.createServer(
     {
-      // Slow clients are bounded while sending headers; bodies (multi-GiB layer uploads) are not.
+      // Slow clients are bounded while sending headers (Node counts from the connection's accept,
+      // and from the first byte of each later request); bodies (multi-GiB layer uploads) are not.
       headersTimeout: config.timeouts.headers,
       requestTimeout: 0,
       connectionsCheckingInterval: connectionsCheckInterval(config.timeouts.headers),
-      keepAliveTimeout: 5_000,
+      keepAliveTimeout: config.timeouts.keepAlive,
     },
     (req, res) => {
       logRequest?.(req, res);
@@ -127,20 +130,25 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     },
   );
   server.on('clientError', answerClientError);
+  applyMaxConnections(server, config.limits.maxConnections, logger);
 
   // Separate origin listeners (signer.origin.listen): fixed at startup like the main one; a reload
   // changes what they serve, not where.
   const originListens = [...new Set(originsOf(config).flatMap((o) => (o.listen === undefined ? [] : [o.listen])))];
   const originServers = originListens.map((listen) => {
-    const s = http.createServer({ headersTimeout: config.timeouts.headers, requestTimeout: 0, keepAliveTimeout: 5_000 }, (req, res) => {
-      logRequest?.(req, res);
-      const origin = originsOf(hot.current().config).find((o) => o.listen === listen);
-      if (origin?.handle(req, res)) return;
-      const body = '{"errors":[{"code":"BLOB_UNKNOWN","message":"not a blob this origin serves","detail":null}]}';
-      res.writeHead(404, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' });
-      res.end(body);
-    });
+    const s = http.createServer(
+      { headersTimeout: config.timeouts.headers, requestTimeout: 0, connectionsCheckingInterval: connectionsCheckInterval(config.timeouts.headers), keepAliveTimeout: config.timeouts.keepAlive },
+      (req, res) => {
+        logRequest?.(req, res);
+        const origin = originsOf(hot.current().config).find((o) => o.listen === listen);
+        if (origin?.handle(req, res)) return;
+        const body = '{"errors":[{"code":"BLOB_UNKNOWN","message":"not a blob this origin serves","detail":null}]}';
+        res.writeHead(404, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' });
+        res.end(body);
+      },
+    );
     s.on('clientError', answerClientError);
+    applyMaxConnections(s, config.limits.maxConnections, logger);
     return { listen, server: s };
   });
 

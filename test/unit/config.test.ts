@@ -39,7 +39,7 @@ describe('config', () => {
     expect(config.signer.name).toBe('azure');
     expect(config.expiryMs).toBe(20 * 60_000);
     expect(config.onSignerError).toBe('proxy');
-    expect(config.timeouts).toEqual({ authorize: 10_000, upstream: 60_000, signer: 5_000, shutdown: 10_000, headers: 60_000 });
+    expect(config.timeouts).toEqual({ authorize: 10_000, upstream: 60_000, signer: 5_000, shutdown: 10_000, headers: 60_000, keepAlive: 5_000 });
   });
 
   it('the quick-start example config (origin mode) and the Azurite recipe\'s are valid', async () => {
