@@ -14,20 +14,16 @@
  */
 /* global fetch */
 import { spawn } from 'node:child_process';
-import { createCipheriv, createHash, randomBytes } from 'node:crypto';
-import { accessSync, constants, existsSync, statSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createCipheriv, createHash } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { delimiter, dirname, join, relative, sep } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { dirname, join, relative, sep } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { Buffer } from 'node:buffer';
 import { clearTimeout, setTimeout } from 'node:timers';
 import { BlobServiceClient, StorageSharedKeyCredential } from '@azure/storage-blob';
+import { createStack, findBinary, freePort, requireDist, say, serveNodeRegistry, startDistribution, waitFor } from './lib/stack.mjs';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const DEADLINE_MS = Number(process.env.DEMO_TIMEOUT_MS ?? 120_000);
 /** Azurite's well-known development account and key (public, documented by Microsoft). */
 const ACCOUNT = 'devstoreaccount1';
@@ -36,39 +32,14 @@ const CONTAINER = 'registry';
 const REPOSITORY = 'demo/hello';
 const TAG = 'v1';
 
-const cleanups = [];
+const stack = createStack({ name: 'demo', killAfterMs: 3_000 });
 let step = 0;
 const STEPS = 6;
 
-const say = (text = '') => process.stdout.write(`${text}\n`);
 const stepLine = (text) => say(`[${++step}/${STEPS}] ${text}`);
 const note = (text) => say(`      ${text}`);
 
 // ---- small utilities ----------------------------------------------------------------------------
-
-function findBinary(name) {
-  for (const dir of (process.env.PATH ?? '').split(delimiter).filter(Boolean)) {
-    const path = join(dir, name);
-    try {
-      accessSync(path, constants.X_OK);
-      if (statSync(path).isFile()) return path;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
-
-function freePort(host) {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen({ host, port: 0, exclusive: true }, () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** 127.0.0.2 is loopback on Linux, but not configured on macOS. */
 async function storageHost() {
@@ -78,50 +49,6 @@ async function storageHost() {
   } catch {
     return { bind: '127.0.0.1', name: 'localhost' };
   }
-}
-
-async function waitFor(label, probe, timeoutMs = 20_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      if (await probe()) return;
-    } catch {
-      // not yet
-    }
-    if (Date.now() > deadline) throw new Error(`${label} did not come up within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
-/** Children still running; killed when this process exits, whatever the path out. */
-const live = new Set();
-let stopping = false;
-process.once('exit', () => {
-  for (const child of live) child.kill('SIGKILL');
-});
-
-/** Starts a child process; its output is kept and shown only when something fails. */
-function startChild(cmd, args, options) {
-  if (stopping) throw new Error('stopping');
-  const child = spawn(cmd, args, { ...options, stdio: ['ignore', 'pipe', 'pipe'] });
-  live.add(child);
-  child.once('exit', () => live.delete(child));
-  let output = '';
-  const keep = (chunk) => {
-    output = (output + chunk.toString('utf8')).slice(-16_000);
-  };
-  child.stdout.on('data', keep);
-  child.stderr.on('data', keep);
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  cleanups.push(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 3_000);
-      await exited;
-      clearTimeout(timer);
-    }
-  });
-  return { child, output: () => output, exited };
 }
 
 function run(cmd, args, options = {}, timeoutMs = 60_000) {
@@ -208,7 +135,7 @@ async function startAzurite(work, host) {
   await mkdir(location);
   const env = { ...process.env };
   delete env.AZURITE_ACCOUNTS;
-  const azurite = startChild(process.execPath, [main, '--blobHost', host.bind, '--blobPort', String(port), '--location', location, '--skipApiVersionCheck', '--loose', '--silent', '--disableTelemetry', '--disableProductStyleUrl'], { cwd: location, env });
+  const azurite = stack.startChild(process.execPath, [main, '--blobHost', host.bind, '--blobPort', String(port), '--location', location, '--skipApiVersionCheck', '--loose', '--silent', '--disableTelemetry', '--disableProductStyleUrl'], { cwd: location, env });
   const endpoint = `http://${host.name}:${port}/${ACCOUNT}`;
   const service = new BlobServiceClient(`http://${host.bind}:${port}/${ACCOUNT}`, new StorageSharedKeyCredential(ACCOUNT, ACCOUNT_KEY));
   await waitFor('Azurite', async () => {
@@ -219,44 +146,11 @@ async function startAzurite(work, host) {
   return { endpoint, container: service.getContainerClient(CONTAINER) };
 }
 
-async function startDistribution(bin, work) {
-  const port = await freePort('127.0.0.1');
-  const storage = join(work, 'registry-storage');
-  const config = join(work, 'registry.yml');
-  await writeFile(
-    config,
-    [
-      'version: 0.1',
-      'log: { level: error, accesslog: { disabled: true } }',
-      `storage: { filesystem: { rootdirectory: ${JSON.stringify(storage)} }, delete: { enabled: true }, redirect: { disable: true } }`,
-      `http: { addr: "127.0.0.1:${port}", secret: "${randomBytes(16).toString('hex')}" }`,
-      '',
-    ].join('\n'),
-  );
-  const env = { ...process.env };
-  delete env.AWS_CA_BUNDLE; // distribution's s3 driver panics at start when it is set
-  const registry = startChild(bin, ['serve', config], { env, cwd: work });
-  const url = `http://127.0.0.1:${port}`;
-  await waitFor('docker-registry', async () => {
-    if (registry.child.exitCode !== null) throw new Error(`docker-registry exited:\n${registry.output()}`);
-    return (await fetch(`${url}/v2/`)).status === 200;
-  });
-  return { url, storage, kind: 'distribution' };
-}
-
 async function startNodeRegistry(container, endpoint) {
   const { createRegistry } = await import('../examples/express-node-registry/registry.js');
   const { azureSigner } = await import('../dist/signers/azure.js');
   const registry = await createRegistry({ container, signer: azureSigner({ account: ACCOUNT, accountKey: ACCOUNT_KEY, container: CONTAINER, endpoint }) });
-  const server = await new Promise((resolve) => {
-    const s = registry.app.listen(0, '127.0.0.1', () => resolve(s));
-  });
-  cleanups.push(async () => {
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
-    await registry.close();
-  });
-  return { url: `http://127.0.0.1:${server.address().port}`, kind: 'node' };
+  return { url: await serveNodeRegistry(stack, registry), kind: 'node' };
 }
 
 /** The proxy exactly as `registry-redirect serve --config proxy.yaml` runs it, plus a trail recorder. */
@@ -282,7 +176,7 @@ async function startProxy(work, upstream, storageEndpoint) {
   const quiet = () => {};
   const logger = { debug: quiet, info: quiet, warn: (o, m) => say(`      proxy: ${m ?? ''} ${JSON.stringify(o)}`), error: (o, m) => say(`      proxy error: ${m ?? ''} ${JSON.stringify(o)}`) };
   const running = await startServer(config, logger);
-  cleanups.push(() => running.close());
+  stack.onStop(() => running.close());
 
   const trail = [];
   running.server.prependListener('request', (req, res) => {
@@ -379,11 +273,8 @@ async function copyBlobsToStorage(storageRoot, container) {
 // ---- main ---------------------------------------------------------------------------------------
 
 async function main() {
-  if (!existsSync(join(ROOT, 'dist', 'server', 'server.js'))) {
-    throw new Error('dist/ is missing: run `npm run demo` (it builds first) or `npm run build`');
-  }
-  const work = await mkdtemp(join(tmpdir(), 'registry-redirect-demo-'));
-  cleanups.push(() => rm(work, { recursive: true, force: true }));
+  requireDist('npm run demo');
+  const work = await stack.tempDir('registry-redirect-demo-');
   say('registry-redirect demo: every server on loopback, everything stops at the end.\n');
 
   const host = await storageHost();
@@ -394,7 +285,8 @@ async function main() {
   const registryBin = findBinary('docker-registry');
   let upstream;
   if (registryBin) {
-    upstream = await startDistribution(registryBin, work);
+    const storage = join(work, 'registry-storage');
+    upstream = { url: await startDistribution(stack, registryBin, work, storage), storage, kind: 'distribution' };
     stepLine(`upstream registry: distribution (${registryBin}) at ${upstream.url}, storage.redirect.disable: true`);
   } else {
     upstream = await startNodeRegistry(storage.container, storage.endpoint);
@@ -454,24 +346,12 @@ let exitCode = 0;
 const timer = setTimeout(() => {
   say(`\ndemo: still not done after ${DEADLINE_MS} ms; stopping everything`);
   exitCode = 1;
-  void stopAll().then(() => process.exit(1));
+  void stack.stop().then(() => process.exit(1));
 }, DEADLINE_MS);
-
-async function stopAll() {
-  stopping = true;
-  while (cleanups.length > 0) {
-    const cleanup = cleanups.pop();
-    try {
-      await cleanup();
-    } catch (err) {
-      say(`demo: cleanup failed: ${err instanceof Error ? err.message : String(err)}`);
-    }
-  }
-}
 
 process.once('SIGINT', () => {
   say('\ndemo: interrupted; stopping everything');
-  void stopAll().then(() => process.exit(130));
+  void stack.stop().then(() => process.exit(130));
 });
 
 try {
@@ -480,7 +360,7 @@ try {
   say(`\ndemo failed: ${err instanceof Error ? err.message : String(err)}`);
   exitCode = 1;
 } finally {
-  await stopAll();
+  await stack.stop();
   clearTimeout(timer);
   say('stopped everything.');
   process.exitCode = exitCode;

@@ -14,32 +14,13 @@
  * Environment: LISTEN (default 127.0.0.1:15080), ORIGIN_LISTEN (default 127.0.0.2:15081, or
  * 127.0.0.1 named "localhost" where 127.0.0.2 is missing, as on macOS).
  */
-/* global fetch */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants, existsSync, statSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { clearTimeout, setTimeout } from 'node:timers';
+import { join } from 'node:path';
+import { createStack, findBinary, requireDist, say, serveNodeRegistry, startDistribution } from './lib/stack.mjs';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const say = (text = '') => process.stdout.write(`${text}\n`);
-
-function findBinary(name) {
-  for (const dir of (process.env.PATH ?? '').split(delimiter).filter(Boolean)) {
-    const path = join(dir, name);
-    try {
-      accessSync(path, constants.X_OK);
-      if (statSync(path).isFile()) return path;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
+const stack = createStack({ name: 'start', detached: true, killAfterMs: 5_000 });
 
 function parseHostPort(text, name) {
   const m = /^(.+):(\d{1,5})$/.exec(text);
@@ -55,98 +36,13 @@ function canBind(host, port) {
   });
 }
 
-function freePort(host) {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen({ host, port: 0, exclusive: true }, () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitFor(label, probe, timeoutMs = 20_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      if (await probe()) return;
-    } catch {
-      // not yet
-    }
-    if (Date.now() > deadline) throw new Error(`${label} did not come up within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
-/** Cleanups run in reverse order on the way out, whatever the way out is. */
-const cleanups = [];
-const children = new Set();
-process.once('exit', () => {
-  for (const child of children) child.kill('SIGKILL');
-});
-
-function startChild(cmd, args, options) {
-  // Its own process group: Ctrl-C reaches only this script, which then stops the child in order.
-  const child = spawn(cmd, args, { ...options, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-  children.add(child);
-  let output = '';
-  const keep = (chunk) => {
-    output = (output + chunk.toString('utf8')).slice(-16_000);
-  };
-  child.stdout.on('data', keep);
-  child.stderr.on('data', keep);
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  void exited.then(() => children.delete(child));
-  cleanups.push(async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-    await exited;
-    clearTimeout(timer);
-  });
-  return { child, output: () => output };
-}
-
-async function startDistribution(bin, work, storage) {
-  const port = await freePort('127.0.0.1');
-  const config = join(work, 'registry.yml');
-  await writeFile(
-    config,
-    [
-      'version: 0.1',
-      'log: { level: error, accesslog: { disabled: true } }',
-      `storage: { filesystem: { rootdirectory: ${JSON.stringify(storage)} }, delete: { enabled: true }, redirect: { disable: true } }`,
-      `http: { addr: "127.0.0.1:${port}", secret: "${randomBytes(16).toString('hex')}" }`,
-      '',
-    ].join('\n'),
-  );
-  const env = { ...process.env };
-  delete env.AWS_CA_BUNDLE; // distribution's s3 driver panics at start when it is set
-  const registry = startChild(bin, ['serve', config], { env, cwd: work });
-  const url = `http://127.0.0.1:${port}`;
-  await waitFor('docker-registry', async () => {
-    if (registry.child.exitCode !== null) throw new Error(`docker-registry exited:\n${registry.output()}`);
-    return (await fetch(`${url}/v2/`)).status === 200;
-  });
-  return { url, pid: registry.child.pid, describe: `distribution (${bin})` };
-}
-
 async function startNodeRegistry(storage) {
   const { createRegistry } = await import('../examples/express-node-registry/registry.js');
   const { fsContainer } = await import('../examples/express-node-registry/fs-container.js');
   const container = fsContainer(storage);
   await container.createIfNotExists();
-  const registry = await createRegistry({ container });
-  const server = await new Promise((resolve) => {
-    const s = registry.app.listen(0, '127.0.0.1', () => resolve(s));
-  });
-  cleanups.push(async () => {
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
-    await registry.close();
-  });
-  return { url: `http://127.0.0.1:${server.address().port}`, describe: 'the Node registry of examples/express-node-registry (in this process)' };
+  const url = await serveNodeRegistry(stack, await createRegistry({ container }));
+  return { url, describe: 'the Node registry of examples/express-node-registry (in this process)' };
 }
 
 /** Short access lines: what a newcomer wants to see is the 307 and where it points. */
@@ -168,7 +64,7 @@ function trail(server, label) {
 }
 
 async function main() {
-  if (!existsSync(join(ROOT, 'dist', 'server', 'server.js'))) throw new Error('dist/ is missing: run `npm start` (it builds first) or `npm run build`');
+  requireDist('npm start');
   const listen = parseHostPort(process.env.LISTEN ?? '127.0.0.1:15080', 'LISTEN');
   let originListen = parseHostPort(process.env.ORIGIN_LISTEN ?? '127.0.0.2:15081', 'ORIGIN_LISTEN');
   let originName = originListen.host;
@@ -182,13 +78,12 @@ async function main() {
     if (bound !== true) throw new Error(`${what} ${l.host}:${l.port} is not available (${bound}); stop what uses it or set ${what}=host:port`);
   }
 
-  const work = await mkdtemp(join(tmpdir(), 'registry-redirect-start-'));
-  cleanups.push(() => rm(work, { recursive: true, force: true }));
+  const work = await stack.tempDir('registry-redirect-start-');
   const storage = join(work, 'storage');
   say(`registry-redirect: a local stack on loopback (state in ${work}, removed on exit)`);
 
   const bin = findBinary('docker-registry');
-  const upstream = bin ? await startDistribution(bin, work, storage) : await startNodeRegistry(storage);
+  const upstream = bin ? { url: await startDistribution(stack, bin, work, storage), describe: `distribution (${bin})` } : await startNodeRegistry(storage);
   say(`  upstream registry: ${upstream.describe} at ${upstream.url}, blobs in ${storage}`);
   if (!bin) say('  (docker-registry is not installed; Debian/Ubuntu: apt-get install docker-registry)');
 
@@ -212,7 +107,7 @@ async function main() {
   const log = (level) => (obj, msg) => process.stderr.write(`proxy ${level}: ${msg ?? ''} ${JSON.stringify(obj)}\n`);
   const quiet = () => {};
   const running = await startServer(config, { debug: quiet, info: quiet, warn: log('warn'), error: log('error') });
-  cleanups.push(() => running.close());
+  stack.onStop(() => running.close());
   trail(running.server, 'proxy ');
   for (const s of running.originServers) trail(s, 'origin');
 
@@ -236,14 +131,7 @@ async function main() {
 let stopping;
 function stopAll(code) {
   stopping ??= (async () => {
-    while (cleanups.length > 0) {
-      const cleanup = cleanups.pop();
-      try {
-        await cleanup();
-      } catch (err) {
-        say(`start: cleanup failed: ${err instanceof Error ? err.message : String(err)}`);
-      }
-    }
+    await stack.stop();
     say('stopped everything.');
     process.exit(code);
   })();
@@ -254,7 +142,7 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   process.on(signal, () => {
     if (stopping) {
       say('start: stopping now');
-      for (const child of children) child.kill('SIGKILL');
+      stack.killAll();
       process.exit(130);
     }
     say(`\n${signal}: stopping everything`);

@@ -8,15 +8,17 @@ import { formatDuration } from '../signers/common.js';
 import { createOriginHandler, sharedHostWarning } from '../origin/server.js';
 import { isOriginSigner, type OriginSigner } from '../signers/origin.js';
 import type { Signer } from '../types.js';
-import { listenOn } from './observability.js';
+import { closeNow, listenOn } from './observability.js';
 import { loadConfig, type ServerConfig } from './config.js';
+import { preflightSigner } from './preflight.js';
 import { probeWriteEndpoint } from './push-config.js';
 
 export const CHECK_USAGE = `Usage: registry-redirect check --config FILE.yaml [--repository R --digest D] [--size N] [--creds USER:PASS] [--registry-host NAME]
 
-Validates the config, signs a URL with every configured signer, and proves a push.endpoint
-speaks the registry API (GET /v2/: 200, or 401 with a challenge) and is not a registry-redirect
-proxy. With --repository and --digest it also fetches the signed URL (a ranged GET of byte 0) to prove that storage accepts the signature
+Validates the config, proves every configured signer's credentials (it signs a GET for an object
+that cannot exist, and storage answering "not found" shows it accepts the signature: what serve
+does at start), and proves a push.endpoint speaks the registry API (GET /v2/: 200, or 401 with a
+challenge) and is not a registry-redirect proxy. With --repository and --digest it also fetches the signed URL (a ranged GET of byte 0) to prove that storage accepts the signature
 and holds the object with the size the registry reports (asked from the upstream with --creds, or
 given with --size). It fails a signer whose URLs are on --registry-host (the name clients pull from)
 or a subdomain of it, and warns when they are on the upstream's host name: such blobs are proxied,
@@ -107,7 +109,7 @@ function contentLength(res: Response): number | undefined {
 }
 
 /** The blob size the upstream registry reports, following a Docker token challenge when needed. */
-async function sizeFromUpstream(config: ServerConfig, opts: CheckOptions, timeoutMs: number): Promise<{ size?: number; note?: string }> {
+async function sizeFromUpstream(config: ServerConfig, opts: CheckOptions, timeoutMs: number): Promise<{ size?: number; note?: string; fail?: string }> {
   const url = new URL(`${config.upstream.pathname.replace(/\/+$/, '')}/v2/${opts.repository}/blobs/${opts.digest}`, config.upstream);
   const basic = opts.creds ? `Basic ${Buffer.from(opts.creds).toString('base64')}` : undefined;
   let res = await fetchWithTimeout(url.href, { method: 'HEAD', headers: basic ? { authorization: basic } : {} }, timeoutMs);
@@ -133,6 +135,10 @@ async function sizeFromUpstream(config: ServerConfig, opts: CheckOptions, timeou
     return { note: `the upstream answered ${res.status} (it redirects by itself${hint})` };
   }
   if (res.status === 401 || res.status === 403) return { note: `the upstream answered ${res.status}; pass --creds USER:PASS or --size N` };
+  if (res.status === 404) {
+    // Clients would get this 404 too: nothing to redirect, so the check cannot pass.
+    return { fail: `the upstream answered 404 for ${opts.repository}@${opts.digest}: no such blob in this repository; check --repository and --digest (a layer digest from the manifest)` };
+  }
   return { note: `the upstream answered ${res.status} for this blob` };
 }
 
@@ -144,19 +150,11 @@ async function startLocalOrigin(signer: OriginSigner): Promise<{ url: string; cl
     res.writeHead(404, { 'Content-Length': '0' });
     res.end();
   });
-  const url = await listenOn(server, { host: '127.0.0.1', port: 0 });
-  return {
-    url,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  };
+  return { url: await listenOn(server, { host: '127.0.0.1', port: 0 }), close: () => closeNow(server) };
 }
 
 /** Signs one URL with `signer` and, with a digest, proves storage serves it. */
-async function checkSigner(signer: Signer, config: ServerConfig, opts: CheckOptions, timeoutMs: number): Promise<Verdict> {
+async function checkSigner(signer: Signer, label: string, config: ServerConfig, opts: CheckOptions, timeoutMs: number): Promise<Verdict> {
   try {
     await signer.ready?.();
   } catch (err) {
@@ -178,22 +176,41 @@ async function checkSigner(signer: Signer, config: ServerConfig, opts: CheckOpti
   if (hosts.fail) return { ok: false, text: hosts.fail, warnings: hosts.warnings };
   const originWarning = isOriginSigner(signer) ? sharedHostWarning(signer.origin, config.listen) : undefined;
   if (originWarning) hosts.warnings.push(originWarning);
-  const verdict = await checkStorage(signer, url, shown, valid, config, opts, timeoutMs);
+  const verdict = await checkStorage(signer, label, url, shown, valid, config, opts, timeoutMs);
   return hosts.warnings.length ? { ...verdict, warnings: hosts.warnings } : verdict;
 }
 
-/** Without a digest: the signature alone; with one: fetches the URL and compares sizes. */
-async function checkStorage(signer: Signer, url: string, shown: string, valid: string, config: ServerConfig, opts: CheckOptions, timeoutMs: number): Promise<Verdict> {
+/**
+ * Without a digest: what `serve` does at start (preflight.ts), a signed GET for an object that
+ * cannot exist; "not found" proves storage accepts the signature.
+ */
+async function checkCredentials(signer: Signer, label: string, shown: string, valid: string, timeoutMs: number): Promise<Verdict> {
+  const r = await preflightSigner(signer, label, timeoutMs);
+  const more = 'pass --repository and --digest to prove a real blob';
+  switch (r.outcome) {
+    case 'proven':
+      return { ok: true, text: `signed GET ${shown} (${valid}); ${r.detail}; ${more}` };
+    case 'inconclusive':
+      return { ok: true, text: `signed GET ${shown} (${valid})`, warnings: [`${r.detail}${r.hint ? `; ${r.hint}` : ''}`] };
+    default:
+      return { ok: false, text: `${r.detail}${r.hint ? `; ${r.hint}` : ''}` };
+  }
+}
+
+/** Without a digest: the credentials ({@link checkCredentials}); with one: fetches the URL and compares sizes. */
+async function checkStorage(signer: Signer, label: string, url: string, shown: string, valid: string, config: ServerConfig, opts: CheckOptions, timeoutMs: number): Promise<Verdict> {
   if (!opts.digest) {
-    return { ok: true, text: `signed GET ${shown} (${valid}); pass --repository and --digest to prove storage accepts it` };
+    if (config.preflight === 'off') return { ok: true, text: `signed GET ${shown} (${valid}); preflight is off, so storage was not asked; pass --repository and --digest to prove storage accepts it` };
+    return checkCredentials(signer, label, shown, valid, timeoutMs);
   }
 
-  let expected: { size?: number; note?: string };
+  let expected: { size?: number; note?: string; fail?: string };
   try {
     expected = opts.size !== undefined ? { size: opts.size } : await sizeFromUpstream(config, opts, timeoutMs);
   } catch (err) {
     expected = { note: `the upstream did not answer (${describeError(err)})` };
   }
+  if (expected.fail) return { ok: false, text: expected.fail };
 
   let res: Response;
   // Origin mode: this process serves the blob itself, so the signed URL is fetched from a
@@ -264,7 +281,7 @@ export async function runCheck(opts: CheckOptions, out: (line: string) => void, 
   }
   let failed = 0;
   for (const { label, signer } of signersOf(config)) {
-    const verdict = await checkSigner(signer, config, opts, timeoutMs);
+    const verdict = await checkSigner(signer, label, config, opts, timeoutMs);
     out(`${verdict.ok ? 'ok  ' : 'FAIL'}  ${label} (${signer.name}): ${verdict.text}`);
     for (const warning of verdict.warnings ?? []) out(`warn  ${label} (${signer.name}): ${warning}`);
     if (!verdict.ok) failed++;

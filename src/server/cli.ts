@@ -1,8 +1,11 @@
 #!/usr/bin/env node
+// First: on an old Node, one line and exit 1 before any dependency is evaluated.
+import './require-node.js';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { RegistryRedirectError } from '../errors.js';
 import { errorForLog } from '../log.js';
+import { CONFIG_DOCS } from './docs-links.js';
 
 // Commands import what they need when they run: `--version` and `--help` load nothing else, and
 // `serve` loads only the signer modules (and cloud SDKs) its config names.
@@ -16,7 +19,15 @@ Usage:
   registry-redirect --version                  print the version
   registry-redirect --help                     this text
 
-See README.md for the config schema.`;
+Configuration: ${CONFIG_DOCS}`;
+
+const SERVE_USAGE = `Usage: registry-redirect serve --config FILE.yaml [--workers N]
+
+Runs the reverse proxy. SIGTERM/SIGINT: stop accepting, finish in-flight requests, exit 0.
+SIGHUP (or saving the file, unless reload.watch is false): reload the config; an invalid one is rejected and the old one keeps serving.
+--workers N: N server processes sharing the port (node:cluster), e.g. one per core; metrics then need metrics.listen.
+
+Configuration: ${CONFIG_DOCS}`;
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -27,39 +38,49 @@ function version(): string {
 let isClusterWorker = false;
 
 async function serve(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' }, workers: { type: 'string', short: 'w' }, help: { type: 'boolean', short: 'h' } }, strict: true });
+  const usage = (problem: string): number => {
+    console.error(`registry-redirect serve: ${problem}\n\n${SERVE_USAGE}`);
+    return 2;
+  };
+  let values;
+  try {
+    ({ values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' }, workers: { type: 'string', short: 'w' }, help: { type: 'boolean', short: 'h' } }, strict: true }));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) return usage((err as Error).message);
+    throw err;
+  }
   if (values.help) {
-    console.log('Usage: registry-redirect serve --config FILE.yaml [--workers N]\n\nRuns the reverse proxy. SIGTERM/SIGINT: stop accepting, finish in-flight requests, exit 0.\nSIGHUP (or saving the file, unless reload.watch is false): reload the config; an invalid one is rejected and the old one keeps serving.\n--workers N: N server processes sharing the port (node:cluster), e.g. one per core; metrics then need metrics.listen.');
+    console.log(SERVE_USAGE);
     return 0;
   }
-  if (!values.config) {
-    console.error('registry-redirect serve: --config FILE.yaml is required (see README.md "Configuration")');
-    return 2;
-  }
-  const [{ pino }, { parseWorkers, runPrimary, shareMetricsWithPrimary }, { loadConfig }, { startServer }] = await Promise.all([
-    import('pino'),
+  if (!values.config) return usage('--config FILE.yaml is required');
+  const [{ parseWorkers, runPrimary, shareMetricsWithPrimary }, { loadConfig }, { createServerLogger }, { describeSigners }, { startServer }] = await Promise.all([
     import('./cluster.js'),
     import('./config.js'),
+    import('./logger.js'),
+    import('./preflight.js'),
     import('./server.js'),
   ]);
+  let workers: number;
+  try {
+    workers = parseWorkers(values.workers);
+  } catch (err) {
+    return usage((err as Error).message);
+  }
   // node:cluster loads child_process, net and worker_threads: only `serve` needs it.
   const { default: cluster } = await import('node:cluster');
   isClusterWorker = cluster.isWorker;
-  const workers = parseWorkers(values.workers);
   const config = await loadConfig(values.config);
-  const logger = pino({ level: config.log.level, base: { name: 'registry-redirect', ...(cluster.isWorker && { worker: cluster.worker?.id }) } });
+  const logger = await createServerLogger(config.log, { name: 'registry-redirect', ...(cluster.isWorker && { worker: cluster.worker?.id }) });
   if (workers > 1 && cluster.isPrimary) return runPrimary({ workers, config, logger });
   // A worker of `--workers N`: the primary serves the metrics listener, summed over workers.
   const running = await startServer(config, logger, { configPath: values.config, metricsListener: !cluster.isWorker });
   if (cluster.isWorker && running.metrics) shareMetricsWithPrimary(running.metrics);
-  logger.info(
-    { listen: running.url, metrics: running.metricsUrl, ...(running.originUrls.length ? { origin: running.originUrls } : {}), upstream: config.upstream.origin, signer: config.signer.name, authorize: config.authorize.mode },
-    'registry-redirect listening',
-  );
+  // Signal handlers first: a SIGTERM that arrives while the startup line is being put together
+  // must still shut down gracefully.
   const onHangup = () => void running.reload('SIGHUP');
   process.on('SIGHUP', onHangup);
-
-  return new Promise<number>((resolve) => {
+  const stopped = new Promise<number>((resolve) => {
     const stop = (signal: NodeJS.Signals) => {
       process.off('SIGHUP', onHangup);
       logger.info({ signal }, 'shutting down');
@@ -74,6 +95,20 @@ async function serve(args: string[]): Promise<number> {
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
   });
+  logger.info(
+    {
+      config: values.config,
+      listen: running.url,
+      metrics: running.metricsUrl,
+      ...(running.originUrls.length ? { origin: running.originUrls } : {}),
+      upstream: config.upstream.href,
+      signers: await describeSigners(config, running.preflight?.results()),
+      authorize: config.authorize.mode,
+      preflight: config.preflight,
+    },
+    'registry-redirect listening',
+  );
+  return stopped;
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -108,7 +143,7 @@ export async function main(argv: string[]): Promise<number> {
       console.error(`registry-redirect: invalid configuration:\n${err.message}`);
       return 1;
     }
-    if (err instanceof TypeError && (err as NodeJS.ErrnoException).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+    if (err instanceof TypeError && (err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) {
       console.error(`registry-redirect: ${err.message}\n\n${USAGE}`);
       return 2;
     }

@@ -8,6 +8,7 @@ import type { Signer } from '../types.js';
 import { buildRolloutConfig, type RolloutConfig } from './rollout-config.js';
 import { authorizeFromConfig, type AuthorizeConfig } from './authorize-config.js';
 import { buildCacheConfig, cacheBlock, type CacheConfig } from './cache-config.js';
+import type { PreflightMode } from './preflight.js';
 import { loadSignerKinds, signerFromConfig } from './signer-config.js';
 import { buildPushConfig } from './push-config.js';
 import type { PushOptions } from '../types.js';
@@ -18,6 +19,7 @@ const duration = (example: string) =>
   z.union([z.string(), z.number()], { error: `write a duration, e.g. "${example}"` });
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+const LOG_FORMATS = ['json', 'pretty'] as const;
 
 const fileSchema = z
   .object({
@@ -58,10 +60,12 @@ const fileSchema = z
       })
       .strict()
       .optional(),
+    preflight: z.enum(['fail', 'warn', 'off'], { error: 'write "fail" (default: storage refusing a signature stops the start), "warn" (log it, not ready) or "off" (no storage request at start)' }).optional(),
     log: z
       .object({
         level: z.enum(LOG_LEVELS, { error: `write one of ${LOG_LEVELS.join(', ')}` }).optional(),
         requests: z.boolean({ error: 'write true (one access log line per request, with its id; default) or false' }).optional(),
+        format: z.enum(LOG_FORMATS, { error: 'write "json" (one JSON object per line) or "pretty" (colored, for a terminal); default: pretty on a terminal, json otherwise' }).optional(),
       })
       .strict()
       .optional(),
@@ -96,7 +100,10 @@ export interface ServerConfig extends Omit<RolloutConfig, 'metrics'> {
    * from the open-file limit at startup, see connection-limits.ts; `0`: no limit).
    */
   limits: ResolvedLimits & { maxConnections: number | undefined };
-  log: { level: (typeof LOG_LEVELS)[number]; requests: boolean };
+  /** `log.format` undefined: pretty on a terminal, JSON otherwise (decided by the CLI). */
+  log: { level: (typeof LOG_LEVELS)[number]; requests: boolean; format?: (typeof LOG_FORMATS)[number] | undefined };
+  /** `preflight:` proving each signer's credentials against storage at start. Default `fail`. */
+  preflight: PreflightMode;
   /** `metrics:`; undefined -> no metrics. `listen` undefined -> served on the main listener at `path`. */
   metrics: { listen: { host: string; port: number } | undefined; path: string; defaultMetrics: boolean } | undefined;
   /** `push:` (upload sessions steered to the write endpoint); undefined -> uploads stream through. */
@@ -191,7 +198,8 @@ export function buildConfig(raw: unknown): ServerConfig {
     authorize: authorizeFromConfig(file.authorize),
     push,
     allowRedirectToRegistryHost: file.allowRedirectToRegistryHost ?? false,
-    log: { level: file.log?.level ?? 'info', requests: file.log?.requests ?? true },
+    log: { level: file.log?.level ?? 'info', requests: file.log?.requests ?? true, format: file.log?.format },
+    preflight: file.preflight ?? 'fail',
   };
 }
 

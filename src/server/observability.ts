@@ -38,15 +38,15 @@ export async function startMetricsServer(
     res.writeHead(404, { 'Content-Type': 'text/plain', 'Content-Length': '10' });
     res.end('not found\n');
   });
-  const url = await listenOn(server, listen);
-  return {
-    url,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  };
+  return { url: await listenOn(server, listen), close: () => closeNow(server) };
+}
+
+/** Stops listening and drops the open connections too, so an idle keep-alive client cannot hold the close. */
+export function closeNow(server: http.Server): Promise<void> {
+  return new Promise<void>((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -58,8 +58,10 @@ function isPino(logger: Logger): logger is Logger & PinoLogger {
 
 /**
  * Access log: one line per request, in pino-http's format (`req.id`, method, path without the
- * query, remote address, user agent; `res.statusCode`; `responseTime` in ms; `request completed`,
- * `request aborted`, or `request errored` at `warn` for 5xx), written straight through the logger.
+ * query, remote address, user agent; `res.statusCode`; `responseTime` in ms; `request completed`
+ * or `request aborted`; at `warn` for a 5xx, at `debug` for `/healthz` and `/readyz`), written
+ * straight through the logger. A 5xx carries no `err`: the status is the whole story, and the
+ * cause (if any) has its own line.
  * `req.id` is the caller's `X-Request-Id` when it is a plain token, else a UUID; it is echoed in the
  * response. Headers are never logged: they carry `Authorization`/`Cookie`, and `Location` carries
  * signatures. Only with a pino logger; other loggers get no access log.
@@ -72,6 +74,7 @@ export function accessLogger(logger: Logger): ((req: IncomingMessage, res: Serve
   if (!isPino(logger)) return undefined;
   return (req, res) => {
     const started = Date.now();
+    const probe = req.url === '/healthz' || req.url === '/readyz';
     const given = req.headers['x-request-id'];
     const id = typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
     (req as IncomingMessage & { id?: string }).id = id;
@@ -83,11 +86,11 @@ export function accessLogger(logger: Logger): ((req: IncomingMessage, res: Serve
         res: { statusCode },
         responseTime: Date.now() - started,
       };
-      if (statusCode >= 500) {
-        logger.warn({ ...line, err: { type: 'Error', message: `failed with status code ${statusCode}` } }, 'request errored');
-      } else {
-        logger.info(line, !req.readableAborted && res.writableEnded ? 'request completed' : 'request aborted');
-      }
+      const msg = !req.readableAborted && res.writableEnded ? 'request completed' : 'request aborted';
+      // Load balancers probe every few seconds: readiness changes are logged by readiness.ts instead.
+      if (probe) logger.debug(line, msg);
+      else if (statusCode >= 500) logger.warn(line, msg);
+      else logger.info(line, msg);
     });
   };
 }

@@ -1,5 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { httpStatus, type SignerHealth } from '../health.js';
+import type { Logger } from '../types.js';
+import type { PreflightOutcome, PreflightResult } from './preflight.js';
 
 /** What `/readyz` reports. */
 export interface Readiness {
@@ -8,12 +10,21 @@ export interface Readiness {
   readonly upstream: 'reachable' | 'unreachable';
   /** Per signer: `healthy` or `unhealthy` (circuit breaker). */
   readonly signers: Record<string, 'healthy' | 'unhealthy'>;
+  /**
+   * Per signer config key (`signer`, `signers.<name>`), what the start's storage preflight found;
+   * absent with `preflight: off`. `unreachable` and `refused` make the server not ready.
+   */
+  readonly storage?: Record<string, PreflightOutcome>;
 }
 
 /** Options of {@link createReadinessHandler}. */
 export interface ReadinessOptions {
   /** The upstream and the breakers of the configuration currently serving (changes on reload). */
   current(): { upstream: URL; health: SignerHealth };
+  /** The storage preflight's results of the configuration serving; undefined with `preflight: off`. */
+  storage?(): readonly PreflightResult[] | undefined;
+  /** Logs each change of readiness once (not every probe). */
+  logger?: Logger;
   /** Upstream check timeout, milliseconds. Default 2 000. */
   timeoutMs?: number;
   /** Reuse an upstream check this long, milliseconds (load balancers probe often). Default 1 000. */
@@ -21,7 +32,8 @@ export interface ReadinessOptions {
 }
 
 /**
- * `/readyz`: 200 when the upstream answers `GET /v2/` and at least one signer is healthy, else 503.
+ * `/readyz`: 200 when the upstream answers `GET /v2/`, at least one signer is healthy and no
+ * signer's storage was unreachable or refused its signature at start (see preflight.ts), else 503.
  * The body says which part failed. Concurrent probes share one upstream check.
  */
 export function createReadinessHandler(opts: ReadinessOptions): (req: IncomingMessage, res: ServerResponse) => void {
@@ -46,13 +58,35 @@ export function createReadinessHandler(opts: ReadinessOptions): (req: IncomingMe
     return promise;
   };
 
+  // What the last probe answered: a change is logged once, however often load balancers probe.
+  let last: string | undefined;
+  const logChange = (body: Readiness): void => {
+    const why: string[] = [];
+    if (body.upstream !== 'reachable') why.push('upstream unreachable');
+    if (!Object.values(body.signers).includes('healthy')) why.push('no healthy signer');
+    for (const [label, outcome] of Object.entries(body.storage ?? {})) if (outcome === 'unreachable' || outcome === 'refused') why.push(`${label}: storage ${outcome}`);
+    const state = body.ready ? 'ready' : why.join(', ');
+    if (state === last) return;
+    const first = last === undefined;
+    last = state;
+    if (body.ready) {
+      if (!first) opts.logger?.info({ readiness: body }, 'ready again');
+    } else {
+      opts.logger?.warn({ readiness: body }, `not ready: ${state}`);
+    }
+  };
+
   return (req, res) => {
     const { upstream, health } = opts.current();
     void upstreamReachable(upstream).then((reachable) => {
       const signers: Record<string, 'healthy' | 'unhealthy'> = {};
       for (const [name, s] of Object.entries(health.status())) signers[name] = s.healthy ? 'healthy' : 'unhealthy';
-      const ready = reachable && health.anyHealthy();
-      const body: Readiness = { ready, upstream: reachable ? 'reachable' : 'unreachable', signers };
+      const preflight = opts.storage?.();
+      const storage = preflight && Object.fromEntries(preflight.map((r) => [r.label, r.outcome]));
+      const storageReady = !preflight || preflight.every((r) => r.outcome !== 'unreachable' && r.outcome !== 'refused');
+      const ready = reachable && health.anyHealthy() && storageReady;
+      const body: Readiness = { ready, upstream: reachable ? 'reachable' : 'unreachable', signers, ...(storage ? { storage } : {}) };
+      logChange(body);
       const text = JSON.stringify(body);
       res.writeHead(ready ? 200 : 503, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), 'Cache-Control': 'no-store' });
       res.end(req.method === 'HEAD' ? undefined : text);

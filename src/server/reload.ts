@@ -102,7 +102,7 @@ function restartOnly(a: ServerConfig, b: ServerConfig): string[] {
   const out: string[] = [];
   if (a.listen.host !== b.listen.host || a.listen.port !== b.listen.port) out.push('listen');
   if (JSON.stringify(a.metrics) !== JSON.stringify(b.metrics)) out.push('metrics');
-  if (a.log.level !== b.log.level || a.log.requests !== b.log.requests) out.push('log');
+  if (a.log.level !== b.log.level || a.log.requests !== b.log.requests || a.log.format !== b.log.format) out.push('log');
   if (a.timeouts.headers !== b.timeouts.headers) out.push('timeouts.headers');
   if (a.timeouts.shutdown !== b.timeouts.shutdown) out.push('timeouts.shutdown');
   if (a.timeouts.keepAlive !== b.timeouts.keepAlive) out.push('timeouts.keepAlive');
@@ -124,6 +124,12 @@ export interface ConfigReloaderOptions {
   watch?: boolean;
   /** Debounce for file events, milliseconds. Default 200. */
   debounceMs?: number;
+  /**
+   * Runs on the new configuration before it is applied (the storage preflight): a rejection
+   * rejects the reload; then `commit` runs once the configuration is current, or `abort` if it
+   * could not be applied.
+   */
+  prepare?(config: ServerConfig): Promise<{ commit(): void; abort(): void }>;
 }
 
 /** Reloads the config file on demand (SIGHUP) and, optionally, when it changes. */
@@ -156,6 +162,13 @@ export function createConfigReloader(opts: ConfigReloaderOptions): ConfigReloade
     let config: ServerConfig;
     try {
       config = await loadConfig(path, opts.env ?? process.env);
+      let prepared: { commit(): void; abort(): void } | undefined;
+      try {
+        prepared = await opts.prepare?.(config);
+      } catch (err) {
+        for (const signer of new Set([config.signer, ...Object.values(config.signers)])) void signer.close?.();
+        throw err;
+      }
       const before = hot.current().config;
       if (originPlacement(before) !== originPlacement(config)) {
         closeSigners(config);
@@ -174,15 +187,21 @@ export function createConfigReloader(opts: ConfigReloaderOptions): ConfigReloade
       if (fixed.length) {
         logger.warn({ trigger, settings: fixed }, 'config reload: these settings need a restart; the running values stay');
       }
-      hot.swap({
-        ...config,
-        listen: before.listen,
-        metrics: before.metrics,
-        log: before.log,
-        reload: before.reload,
-        timeouts: { ...config.timeouts, headers: before.timeouts.headers, shutdown: before.timeouts.shutdown, keepAlive: before.timeouts.keepAlive },
-        limits: { ...config.limits, maxConnections: before.limits.maxConnections },
-      });
+      try {
+        hot.swap({
+          ...config,
+          listen: before.listen,
+          metrics: before.metrics,
+          log: before.log,
+          reload: before.reload,
+          timeouts: { ...config.timeouts, headers: before.timeouts.headers, shutdown: before.timeouts.shutdown, keepAlive: before.timeouts.keepAlive },
+          limits: { ...config.limits, maxConnections: before.limits.maxConnections },
+        });
+      } catch (err) {
+        prepared?.abort();
+        throw err;
+      }
+      prepared?.commit();
     } catch (err) {
       opts.metrics?.reloaded(false);
       const error = errorForLog(err).message;

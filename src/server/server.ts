@@ -9,6 +9,7 @@ import { answerClientError, connectionsCheckInterval } from './client-errors.js'
 import { applyMaxConnections } from './connection-limits.js';
 import type { ServerConfig } from './config.js';
 import { accessLogger, listenOn, startMetricsServer } from './observability.js';
+import { runPreflight, type PreflightTracker } from './preflight.js';
 import { PROBE_HEADER, assertWriteEndpoint } from './push-config.js';
 import { createReadinessHandler } from './readiness.js';
 import { createConfigReloader, createHotMiddleware, type ReloadResult } from './reload.js';
@@ -31,6 +32,8 @@ export interface RunningServer {
   readonly metrics?: PrometheusMetrics | undefined;
   /** Reads the config file again and applies it (what SIGHUP does); rejected if invalid or no file. */
   reload(trigger?: string): Promise<ReloadResult>;
+  /** What the start's storage preflight found per signer (`preflight: off`: undefined). */
+  readonly preflight?: PreflightTracker | undefined;
 }
 
 /** Options of {@link startServer}. */
@@ -41,6 +44,8 @@ export interface StartServerOptions {
   env?: NodeJS.ProcessEnv;
   /** Start the `metrics.listen` listener. Default true; `serve --workers` workers leave it to the primary. */
   metricsListener?: boolean;
+  /** How often a signer whose storage did not answer at start is asked again, milliseconds. Default 10 000. */
+  preflightRetryMs?: number;
 }
 
 /**
@@ -51,6 +56,18 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
   const metrics = config.metrics ? prometheusMetrics({ defaultMetrics: config.metrics.defaultMetrics }) : undefined;
   // Credentials from default chains (AWS, Google ADC) resolve now: a missing one stops startup.
   await Promise.all([config.signer, ...Object.values(config.signers ?? {})].map((s) => s.ready?.()));
+  // One signed GET per signer for an object that cannot exist: a wrong key fails here, not on every
+  // pull. A reload is proven the same way before it is applied (see `prepare` below).
+  const prove = (c: ServerConfig): Promise<PreflightTracker | undefined> =>
+    c.preflight === 'off'
+      ? Promise.resolve(undefined)
+      : runPreflight([{ label: 'signer', signer: c.signer }, ...Object.entries(c.signers ?? {}).map(([name, signer]) => ({ label: `signers.${name}`, signer }))], {
+          mode: c.preflight,
+          logger,
+          timeoutMs: c.timeouts.signer,
+          ...(options.preflightRetryMs !== undefined ? { retryMs: options.preflightRetryMs } : {}),
+        });
+  let preflight = await prove(config);
   // Signed-URL cache per signer (per configuration: a reload starts fresh), counted per configured name.
   const cached = (name: string, signer: Signer, c: ServerConfig) =>
     withCache(signer, c.cache, metrics ? (result) => metrics.cacheResult(name, result) : undefined);
@@ -95,7 +112,11 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     const warning = sharedHostWarning(s.origin, config.listen);
     if (warning) logger.warn({ origin: s.origin.baseUrl }, warning);
   }
-  const readyz = createReadinessHandler({ current: () => ({ upstream: hot.current().config.upstream, health: hot.current().middleware.health }) });
+  const readyz = createReadinessHandler({
+    current: () => ({ upstream: hot.current().config.upstream, health: hot.current().middleware.health }),
+    storage: () => preflight?.results(),
+    logger,
+  });
   const metricsPath = config.metrics && !config.metrics.listen ? config.metrics.path : undefined;
   const logRequest = config.log.requests ? accessLogger(logger) : undefined;
 
@@ -165,6 +186,7 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     await new Promise((resolve) => server.close(resolve));
     for (const o of originServers) if (o.server.listening) await new Promise((resolve) => o.server.close(resolve));
     await hot.close();
+    preflight?.close();
     throw err;
   }
   // Only now, with this server listening, can an endpoint that is this very proxy be recognised.
@@ -181,7 +203,24 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     }
   }
   const reloader = options.configPath
-    ? createConfigReloader({ path: options.configPath, hot, logger, metrics, env: options.env, watch: config.reload.watch })
+    ? createConfigReloader({
+        path: options.configPath,
+        hot,
+        logger,
+        metrics,
+        env: options.env,
+        watch: config.reload.watch,
+        async prepare(next) {
+          const proven = await prove(next);
+          return {
+            commit() {
+              preflight?.close();
+              preflight = proven;
+            },
+            abort: () => proven?.close(),
+          };
+        },
+      })
     : undefined;
 
   let closing: Promise<void> | undefined;
@@ -192,6 +231,9 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     originUrls,
     originServers: originServers.map((o) => o.server),
     metrics,
+    get preflight() {
+      return preflight;
+    },
     reload: (trigger = 'manual') => (reloader ? reloader.reload(trigger) : Promise.resolve({ ok: false, error: 'no config file to reload' })),
     close() {
       closing ??= (async () => {
@@ -210,6 +252,7 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
         }
         clearTimeout(timer);
         reloader?.close();
+        preflight?.close();
         await metricsServer?.close();
         await hot.close();
       })();

@@ -164,6 +164,10 @@ export function azureSigner(options: AzureSignerOptions): Signer {
 /** Defaults of {@link azureSigner} and the `signer.azure` block. */
 export const AZURE_DEFAULTS = { expiry: DEFAULT_EXPIRY_MS, rootDirectory: '', layout: 'distribution' } as const;
 
+// The SDK decodes any string leniently (`not-base64!` becomes a key that signs garbage), so the
+// shape is checked here: whole base64 groups with the standard alphabet.
+const BASE64_KEY = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$/;
+
 /** The `signer.azure` config block. */
 export const azureConfig = once(() => {
   const { z } = zod();
@@ -171,12 +175,26 @@ export const azureConfig = once(() => {
   return z
     .object({
       account: k.text('the storage account name', 'devstoreaccount1'),
-      accountKey: k.text('the base64 account key (or omit it to use managed identity)', '${AZURE_STORAGE_KEY}').optional(),
+      accountKey: k
+        .text('the base64 account key (or omit it to use managed identity)', '${AZURE_STORAGE_KEY}')
+        .regex(BASE64_KEY, { error: 'not a base64 account key; write key1 or key2 of the storage account as shown by the portal or `az storage account keys list` (88 characters ending in "==")' })
+        .optional(),
       container: k.text('the container name', 'registry'),
       endpoint: z.url({ error: 'write the blob service URL, e.g. "https://myaccount.blob.core.windows.net"' }).optional(),
       ...k.layout,
     })
-    .strict();
+    .strict()
+    .superRefine((block, ctx) => {
+      // Without a key the SAS needs a user delegation key from Azure AD, whose bearer token the SDK
+      // sends over https only: on an http endpoint every signing would fail.
+      if (block.accountKey === undefined && block.endpoint?.startsWith('http:')) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['accountKey'],
+          message: `missing; ${block.endpoint} is plain http, where managed identity (user delegation SAS) cannot work; write the account key (Azurite: its well-known dev key) or use an https endpoint`,
+        });
+      }
+    });
 });
 
 /** `signer: { azure: {...} }`. */

@@ -151,6 +151,22 @@ describe('examples/grafana/registry-redirect.json', () => {
     expect([...charted].sort()).toEqual(Object.keys(METRICS).sort());
   });
 
+  it('$job and $instance come from a metric a new install already exports, before any pull', async () => {
+    const before = await prometheusMetrics({ defaultMetrics: false }).render();
+    for (const name of ['job', 'instance']) {
+      const query = (dashboard.templating.list.find((v) => v.name === name)!.query as { query: string }).query;
+      const metric = /label_values\((registry_redirect_[a-z_]+)/.exec(query)?.[1];
+      expect(metric, query).toBeDefined();
+      expect(before, `${name}: ${metric} is exported from start`).toMatch(new RegExp(`^${metric} \\S+$`, 'm'));
+    }
+  });
+
+  it('panels that show a count say 0, not "No data", before the first event', () => {
+    const counts = queried.filter((p) => ['short', 'bytes', 'reqps'].includes((p as Panel & { fieldConfig?: { defaults?: { unit?: string } } }).fieldConfig?.defaults?.unit ?? '') && /increase\(|rate\(registry_redirect_(fallbacks|signer_probes)|result="error"|count\(/.test((p.targets ?? []).map((t) => t.expr).join(' ')));
+    expect(counts.map((p) => p.title).sort()).toEqual(['Config reloads', 'Fallbacks (range)', 'Fallbacks by signer and reason', 'Signer errors', 'Storage probes', 'Unhealthy signers', 'Bytes offloaded (range)', 'Bytes proxied (range)'].sort());
+    for (const p of counts) expect((p as Panel & { fieldConfig?: { defaults?: { noValue?: string } } }).fieldConfig?.defaults?.noValue, p.title).toBe('0');
+  });
+
   it('the metric table matches the prom-client registry of src/metrics.ts (names, types, labels)', () => {
     const { registry } = prometheusMetrics();
     for (const [name, spec] of Object.entries(METRICS)) {

@@ -83,6 +83,24 @@ describe.skipIf(!has)('registry-redirect check against Azurite', () => {
     expect(size.text).toMatch(new RegExp(`is ${image.layers[0]!.size} bytes but the registry says 5; check rootDirectory and layout`));
   });
 
+  it('fails when the upstream answers 404 for the blob in that repository (clients would get 404 too)', async () => {
+    const layer = image.layers[0]!;
+    const r = await run(['--config', config, '--repository', 'team/nope', '--digest', layer.digest, '--creds', `${creds.username}:${creds.password}`]);
+    expect(r.text).toMatch(/^FAIL {2}signer \(azure\): the upstream answered 404 for team\/nope@sha256:[0-9a-f]{64}: no such blob in this repository/);
+    expect(r.code).toBe(1);
+  });
+
+  it('without --digest proves the credentials: a missing object answers 404 BlobNotFound', async () => {
+    azurite.requests.length = 0;
+    const r = await run(['--config', config]);
+    expect(r.text).toMatch(/^ok {4}signer \(azure\): signed GET .*; storage at .* accepted the signature \(a missing object answered 404 BlobNotFound/);
+    expect(r.code).toBe(0);
+    expect(azurite.requests).toHaveLength(1);
+    const wrong = await run(['--config', config], { AZURE_STORAGE_KEY: Buffer.alloc(64, 7).toString('base64') });
+    expect(wrong.text).toMatch(/^FAIL {2}signer \(azure\): storage at .* refused the signed URL: 403/);
+    expect(wrong.code).toBe(1);
+  });
+
   it('checks every named signer on its own line; one broken signer fails the run', async () => {
     const named = join(work, 'named.yaml');
     const block = (container: string) => `{ azure: { account: devstoreaccount1, accountKey: "\${AZURE_STORAGE_KEY}", container: ${container}, endpoint: ${azurite.endpoint} } }`;

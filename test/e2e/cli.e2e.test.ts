@@ -7,6 +7,8 @@ import { AZURITE_KEY, azureProxyYaml } from '../helpers/constants.js';
 import { BASIC, digestOf, startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { request, waitFor } from '../support/http.js';
 import { freePort } from '../support/ports.js';
+import { CONFIG_DOCS } from '../../src/server/docs-links.js';
+import { logFormat } from '../../src/server/logger.js';
 
 const CLI = new URL('../../dist/server/cli.js', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'rr-cli-'));
@@ -94,10 +96,55 @@ describe('registry-redirect CLI', () => {
     expect(r.stderr()).toContain('signer.azure.accountKey: environment variable AZURE_STORAGE_KEY is not set');
   });
 
-  it('serve without --config explains what to pass', async () => {
+  it('serve without --config explains what to pass and where the config is documented', async () => {
     const r = run(['serve']);
     expect(await r.exited).toBe(2);
     expect(r.stderr()).toContain('--config FILE.yaml is required');
+    expect(r.stderr()).toContain('Usage: registry-redirect serve --config FILE.yaml [--workers N]');
+    expect(r.stderr()).toContain(`Configuration: ${CONFIG_DOCS}`);
+  });
+
+  it.each([
+    [['serve', '--config'], /Option '-c, --config <value>' argument missing/],
+    [['serve', '--config', 'x.yaml', '--workers'], /Option '-w, --workers <value>' argument missing/],
+    [['serve', '--config', 'x.yaml', '--workers', 'lots'], /--workers: "lots" is not a number of processes/],
+    [['serve', '--config', 'x.yaml', '--frobnicate'], /Unknown option '--frobnicate'/],
+  ])('usage error %j exits 2 with the usage text', async (args, message) => {
+    const r = run(args);
+    expect(await r.exited).toBe(2);
+    expect(r.stderr()).toMatch(message);
+    expect(r.stderr()).toContain('Usage: registry-redirect serve --config FILE.yaml');
+  });
+
+  it('log.format: json writes one JSON object per line; pretty writes pino-pretty lines; the startup line names config, listen, upstream, signers, auth', async () => {
+    const lines = async (format: string) => {
+      const port = await freePort();
+      const file = config(`format-${format}.yaml`, proxyConfig(port, upstream.url, `preflight: off\nlog:\n  format: ${format}\n`));
+      const r = run(['serve', '--config', file], { AZURE_STORAGE_KEY: AZURITE_KEY });
+      await waitFor(async () => r.stdout().includes('registry-redirect listening'), { timeoutMs: 15_000, label: 'startup line', describe: () => r.stderr() + r.stdout() });
+      r.child.kill('SIGTERM');
+      expect(await r.exited).toBe(0);
+      return { file, port, lines: r.stdout().split('\n').filter(Boolean) };
+    };
+    const json = await lines('json');
+    const startup = json.lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'registry-redirect listening');
+    expect(startup).toMatchObject({
+      level: 30,
+      config: json.file,
+      listen: `http://127.0.0.1:${json.port}`,
+      upstream: `${upstream.url}/`,
+      authorize: 'upstream',
+      signers: { signer: { kind: 'azure', storage: 'http://127.0.0.2:10000/devstoreaccount1/registry' } },
+    });
+    const pretty = await lines('pretty');
+    expect(pretty.lines.find((l) => l.includes('registry-redirect listening'))).toMatch(/^\[\d{2}:\d{2}:\d{2}\.\d{3}\] INFO: registry-redirect listening .*"storage":"http:\/\/127\.0\.0\.2:10000\/devstoreaccount1\/registry"/);
+    expect(() => JSON.parse(pretty.lines[0]!)).toThrow();
+  });
+
+  it('without log.format: JSON when stdout is not a terminal, pretty on one', () => {
+    expect(logFormat({ level: 'info', requests: true }, { isTTY: false })).toBe('json');
+    expect(logFormat({ level: 'info', requests: true }, { isTTY: true })).toBe('pretty');
+    expect(logFormat({ level: 'info', requests: true, format: 'json' }, { isTTY: true })).toBe('json');
   });
 
   it('/healthz answers 200 without touching the upstream (upstream down)', async () => {

@@ -86,8 +86,9 @@ describe.skipIf(!has)('push steering end to end (distribution 2.8, skopeo, serve
       stringify({
         listen: '127.0.0.1:0',
         upstream: registry.url,
-        // Blob pulls are served by the proxy here: this file is about pushes.
+        // Blob pulls are served by the proxy here: this file is about pushes (no storage to prove).
         signer: { hmac: { baseUrl: 'https://cdn.invalid', key: 'unused', preset: 'cloudflare' } },
+        preflight: 'off',
         rollout: { default: 'proxy' },
         log: { level: 'silent', requests: false },
         reload: { watch: false },
@@ -176,7 +177,7 @@ describe.skipIf(!has)('push steering end to end (distribution 2.8, skopeo, serve
       // Reload onto a bad endpoint: rejected, uploads still steered; onto no push: uploads proxied.
       const good = await loadConfig(configPath);
       const yaml = (push: unknown) =>
-        stringify({ listen: '127.0.0.1:0', upstream: registry.url, signer: { hmac: { baseUrl: 'https://cdn.invalid', key: 'unused', preset: 'cloudflare' } }, rollout: { default: 'proxy' }, log: { level: 'silent', requests: false }, reload: { watch: false }, ...(push ? { push } : {}) });
+        stringify({ listen: '127.0.0.1:0', upstream: registry.url, signer: { hmac: { baseUrl: 'https://cdn.invalid', key: 'unused', preset: 'cloudflare' } }, preflight: 'off', rollout: { default: 'proxy' }, log: { level: 'silent', requests: false }, reload: { watch: false }, ...(push ? { push } : {}) });
       await writeFile(configPath, yaml({ endpoint: s3Url }));
       const rejected = await running.reload('test');
       expect(rejected).toMatchObject({ ok: false });

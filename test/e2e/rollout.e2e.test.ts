@@ -112,7 +112,7 @@ describe.skipIf(!has)('rollout, health, reload and metrics against real parts', 
       expect((await request(`${running.url}/healthz`)).status).toBe(200);
       const ready = await request(`${running.url}/readyz`);
       expect(ready.status).toBe(200);
-      expect(JSON.parse(ready.body.toString())).toEqual({ ready: true, upstream: 'reachable', signers: { default: 'healthy' } });
+      expect(JSON.parse(ready.body.toString())).toEqual({ ready: true, upstream: 'reachable', signers: { default: 'healthy' }, storage: { signer: 'proven' } });
       expect(running.metricsUrl).toBe(`http://127.0.0.1:${metricsPort}`);
       const metrics = await request(`${running.metricsUrl}/metrics`);
       expect(metrics.status).toBe(200);
@@ -132,7 +132,7 @@ describe.skipIf(!has)('rollout, health, reload and metrics against real parts', 
       await azurite.stopEmulator();
       await waitFor(async () => (await request(`${running.url}/readyz`)).status === 503, { timeoutMs: 10_000, label: '/readyz 503 after storage stopped' });
       const notReady = JSON.parse((await request(`${running.url}/readyz`)).body.toString());
-      expect(notReady).toEqual({ ready: false, upstream: 'reachable', signers: { default: 'unhealthy' } });
+      expect(notReady).toEqual({ ready: false, upstream: 'reachable', signers: { default: 'unhealthy' }, storage: { signer: 'proven' } });
       const proxied = await blobGet(running.url, blobs[0]!.digest);
       expect(proxied.status).toBe(200);
       expect(proxied.headers.location).toBeUndefined();

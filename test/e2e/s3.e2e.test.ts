@@ -65,6 +65,8 @@ describe.skipIf(!has)('S3: skopeo pulls through registry-redirect, blobs from ve
     configFile = join(work, 'proxy.yaml');
     await writeFile(configFile, proxyYaml(registry.url, s3.endpoint));
     proxy = await startServer(await loadConfig(configFile, env), silentLogger);
+    // The start's preflight asked S3 once (preflight.e2e.test.ts); the tests below count from here.
+    s3.requests.length = 0;
   }, 30_000);
 
   afterAll(async () => {
@@ -117,7 +119,8 @@ describe.skipIf(!has)('S3: skopeo pulls through registry-redirect, blobs from ve
   });
 
   it('with the wrong secret the pull fails: storage refuses the signature (the test depends on real verification)', async () => {
-    const wrong = await startServer(await loadConfig(configFile, { ...env, AWS_SECRET_ACCESS_KEY: 'not-the-secret' }), silentLogger);
+    // The preflight would stop this start; with it off, the pull shows what it prevents.
+    const wrong = await startServer({ ...(await loadConfig(configFile, { ...env, AWS_SECRET_ACCESS_KEY: 'not-the-secret' })), preflight: 'off' }, silentLogger);
     try {
       s3.requests.length = 0;
       const pull = await skopeoPull(`docker://${wrong.url.slice('http://'.length)}/team/app:v1`, join(work, 'pulled-wrong'), creds, { timeoutMs: 20_000 });
@@ -153,10 +156,13 @@ describe.skipIf(!has)('S3: skopeo pulls through registry-redirect, blobs from ve
       expect(r.text).toMatch(/^ok {4}signer \(s3\): storage accepted the signature: .* -> 206, \d+ bytes \(not compared: the upstream answered 401; pass --creds USER:PASS or --size N\)/);
     });
 
-    it('without --digest it signs a sample URL and says how to go further', async () => {
+    it('without --digest it proves the credentials (a missing object answers 404 NoSuchKey) and says how to go further', async () => {
       const r = await check({});
       expect(r.code).toBe(0);
-      expect(r.text).toMatch(/^ok {4}signer \(s3\): signed GET http:\/\/127\.0\.0\.2:\d+\/registry\/docker\/registry\/v2\/blobs\/sha256\/e3\/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\/data\?REDACTED \(valid 20m\); pass --repository and --digest/);
+      expect(r.text).toMatch(/^ok {4}signer \(s3\): signed GET http:\/\/127\.0\.0\.2:\d+\/registry\/docker\/registry\/v2\/blobs\/sha256\/e3\/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\/data\?REDACTED \(valid 20m\); storage at http:\/\/127\.0\.0\.2:\d+\/registry accepted the signature \(a missing object answered 404 NoSuchKey.*\); pass --repository and --digest/);
+      const wrong = await check({}, configFile, { ...env, AWS_SECRET_ACCESS_KEY: 'wrong' });
+      expect(wrong.code).toBe(1);
+      expect(wrong.text).toMatch(/^FAIL {2}signer \(s3\): storage at .* refused the signed URL: 403 SignatureDoesNotMatch .*; check signer\.s3\.secretAccessKey/);
     });
 
     it('fails when storage refuses the signature (wrong secret)', async () => {

@@ -108,11 +108,12 @@ describe.skipIf(process.platform !== 'linux')('serve --workers N (node:cluster)'
     expect(r.output()).toContain('metrics.listen: with --workers');
   });
 
-  it('refuses a --workers value that is not a number of processes', async () => {
+  it('refuses a --workers value that is not a number of processes (a usage error: exit 2)', async () => {
     const port = await freePort();
     const r = run(['serve', '--config', configFile(port, upstream.url, ''), '--workers', 'many']);
-    expect(await r.exited).toBe(1);
+    expect(await r.exited).toBe(2);
     expect(r.output()).toContain('--workers: "many" is not a number of processes');
+    expect(r.output()).toContain('Usage: registry-redirect serve --config FILE.yaml [--workers N]');
   });
 
   it('a worker that cannot start stops the server with exit 1 instead of restarting forever', async () => {

@@ -34,6 +34,8 @@ beforeAll(async () => {
       signers: { cdn: azure('cdn') },
       rollout: { rules: [{ repositories: ['team/**'], percent: 100, action: 'redirect', signer: 'cdn' }], default: 'proxy' },
       metrics: { path: '/internal/metrics', defaultMetrics: false },
+      // No storage behind the endpoint here: the preflight has its own tests (preflight.e2e.test.ts).
+      preflight: 'off',
     }),
     pino({ level: 'info' }, sink),
   );
@@ -87,7 +89,7 @@ describe('server observability', () => {
     const gone = await startFakeUpstream();
     const url = gone.url;
     await gone.close();
-    const other = await startServer(buildConfig({ listen: '127.0.0.1:0', upstream: url, signer: azure('registry'), log: { requests: false } }), pino({ level: 'silent' }));
+    const other = await startServer(buildConfig({ listen: '127.0.0.1:0', upstream: url, signer: azure('registry'), log: { requests: false }, preflight: 'off' }), pino({ level: 'silent' }));
     try {
       const res = await request(`${other.url}/readyz`);
       expect(res.status).toBe(503);

@@ -45,16 +45,29 @@ describe('access log (pino-http format, written directly)', () => {
     expect(JSON.stringify(s.lines)).not.toMatch(/SECRET|opaque/);
   });
 
-  it('5xx answers are logged at warn as "request errored"; an id that is not a plain token is replaced', async () => {
+  it('5xx answers are logged at warn with the status and no error object; an id that is not a plain token is replaced', async () => {
     const s = await serve((_req, res) => {
-      res.writeHead(503);
+      res.writeHead(502);
       res.end();
     });
     server = s.server;
     const res = await fetch(`${s.url}/v2/`, { headers: { 'X-Request-Id': 'not a token {}' } });
     expect(res.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
     await until(() => s.lines.length > 0);
-    expect(s.lines[0]).toMatchObject({ level: 40, msg: 'request errored', res: { statusCode: 503 }, err: { message: 'failed with status code 503' } });
+    expect(s.lines[0]).toMatchObject({ level: 40, msg: 'request completed', res: { statusCode: 502 } });
+    expect(s.lines[0]).not.toHaveProperty('err');
+  });
+
+  it('/healthz and /readyz probes are not logged at info (readiness changes have their own line)', async () => {
+    const s = await serve((req, res) => {
+      res.writeHead(req.url === '/readyz' ? 503 : 200);
+      res.end();
+    });
+    server = s.server;
+    for (const path of ['/healthz', '/readyz', '/readyz', '/v2/']) await fetch(`${s.url}${path}`);
+    await until(() => s.lines.length > 0);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(s.lines.map((l) => l.req && (l.req as { path: string }).path)).toEqual(['/v2/']);
   });
 
   it('a client that goes away before the answer is logged as "request aborted"', async () => {

@@ -41,7 +41,7 @@ describe('acceptUpstreamRedirect and allowRedirectToRegistryHost: off by default
 describe('check: signer URLs on the registry host or a subdomain', () => {
   const configFile = (extra = '') => {
     const file = join(mkdtempSync(join(tmpdir(), 'rr-check-host-')), 'proxy.yaml');
-    writeFileSync(file, `upstream: http://registry.example.com:5000\nsigner:\n  hmac:\n    preset: cloudflare\n    baseUrl: https://blobs.registry.example.com\n    key: k\n${extra}`);
+    writeFileSync(file, `upstream: http://registry.example.com:5000\nsigner:\n  hmac:\n    preset: cloudflare\n    baseUrl: https://blobs.registry.example.com\n    key: k\npreflight: off\n${extra}`);
     return file;
   };
   const run = async (opts: { registryHost?: string }, extra?: string) => {

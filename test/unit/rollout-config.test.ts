@@ -41,9 +41,12 @@ describe('config: trustedProxies, signers, rollout, health, metrics, reload', ()
   });
 
   it('the rollout example config is valid', async () => {
-    const config = await loadConfig(new URL('../../examples/rollout/proxy.yaml', import.meta.url).pathname, { AZURE_STORAGE_KEY: AZURITE_KEY });
+    const path = new URL('../../examples/rollout/proxy.yaml', import.meta.url).pathname;
+    const config = await loadConfig(path, { AZURE_STORAGE_KEY: AZURITE_KEY, PROBE_DIGEST: `sha256:${'ab'.repeat(32)}` });
     expect(config.rollout?.rules).toHaveLength(4);
     expect(config.health?.probe?.interval).toBe(30_000);
+    // No placeholder digest that would quietly open the breaker: without a real one it does not start.
+    await expect(loadConfig(path, { AZURE_STORAGE_KEY: AZURITE_KEY })).rejects.toThrow(/^health\.probe\.digest: environment variable PROBE_DIGEST is not set/);
   });
 
   it('every YAML example in docs/rollout.md is a valid config', () => {
