@@ -242,7 +242,7 @@ main().catch((err) => { console.error(err); process.exit(1); });
   });
 
   it('check signs with the hmac signer, which needs no SDK', async () => {
-    await writeFile(join(consumer, 'hmac.yaml'), 'upstream: http://127.0.0.1:9\nsigner: { hmac: { baseUrl: "https://cdn.example.com", key: k, preset: cloudflare } }\n');
+    await writeFile(join(consumer, 'hmac.yaml'), 'upstream: http://127.0.0.1:9\n# No CDN answers for cdn.example.com here: this proves signing without an SDK, not storage.\npreflight: off\nsigner: { hmac: { baseUrl: "https://cdn.example.com", key: k, preset: cloudflare } }\n');
     const run = await runNode([join(consumer, 'node_modules/registry-redirect/dist/server/cli.js'), 'check', '--config', 'hmac.yaml'], consumer, {}, 30_000);
     expect(run.code, run.stdout + run.stderr).toBe(0);
     expect(run.stdout).toMatch(/^ok\s+signer \(hmac\): signed GET https:\/\/cdn\.example\.com\//);
