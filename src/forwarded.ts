@@ -23,6 +23,16 @@ export const FORWARDED_HEADER_NAMES = ['x-forwarded-for', 'x-forwarded-host', 'x
 /** Builds {@link ForwardedFields} for a request (see {@link createForwardedHeaders}). */
 export type ForwardedHeaders = (req: IncomingMessage) => ForwardedFields;
 
+/**
+ * The authority the client asked for: `Host` in HTTP/1.1, the `:authority` pseudo-header in
+ * HTTP/2 (where clients such as curl and Go send no `Host`). HTTP/2 requires the two to agree
+ * when both are sent, and `:authority` is what the connection was opened for, so it wins.
+ */
+export function requestHost(req: IncomingMessage): string | undefined {
+  const authority = req.headers[':authority'];
+  return typeof authority === 'string' && authority !== '' ? authority : req.headers.host;
+}
+
 function single(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value.join(', ') : value;
 }
@@ -55,7 +65,7 @@ export function createForwardedHeaders(trusted: CidrSet): ForwardedHeaders {
     const peer = peerIp ? peerIp.toString() : peerText;
     const fromTrusted = trusted.size > 0 && trusted.has(peerIp);
     const encrypted = (req.socket as TLSSocket | undefined)?.encrypted === true;
-    const host = h.host;
+    const host = requestHost(req);
     const incomingFor = fromTrusted ? single(h['x-forwarded-for']) : undefined;
     return {
       'x-forwarded-for': incomingFor ? (peer ? `${incomingFor}, ${peer}` : incomingFor) : peer,

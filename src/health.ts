@@ -2,7 +2,7 @@ import { RegistryRedirectError, configError } from './errors.js';
 import { errorForLog } from './log.js';
 import type { CompleteObserver } from './metrics.js';
 import { isValidDigest, isValidRepositoryName } from './routes.js';
-import type { Logger, ProbeResult, Signer, SignerHealth, SignerHealthOptions, SignerStatus } from './types.js';
+import type { Logger, ProbeResult, Signer, SignerHealth, SignerHealthOptions, SignerStatus, UpstreamTlsOptions } from './types.js';
 
 export type { ProbeResult, SignerHealth, SignerHealthOptions, SignerProbeOptions, SignerStatus } from './types.js';
 
@@ -42,7 +42,7 @@ export function validateHealthOptions(options: SignerHealthOptions | undefined, 
  * may well listen. Never follows redirects. Rejects on network errors and after `timeoutMs`;
  * `timeoutMessage` names the caller's whole budget when `timeoutMs` is only what is left of it.
  */
-export function httpStatus(url: string, opts: { headers?: Record<string, string>; timeoutMs: number; timeoutMessage?: string }): Promise<number> {
+export function httpStatus(url: string, opts: { headers?: Record<string, string>; timeoutMs: number; timeoutMessage?: string; tls?: UpstreamTlsOptions | undefined }): Promise<number> {
   return new Promise((resolve, reject) => {
     let target: URL;
     try {
@@ -53,7 +53,7 @@ export function httpStatus(url: string, opts: { headers?: Record<string, string>
     }
     // Loaded on first use: importing node:https costs more than the rest of the package.
     const get = target.protocol === 'https:' ? process.getBuiltinModule('node:https').get : process.getBuiltinModule('node:http').get;
-    const req = get(target, { headers: opts.headers, agent: false }, (res) => {
+    const req = get(target, { ...opts.tls, headers: opts.headers, agent: false }, (res) => {
       clearTimeout(timer);
       res.resume();
       resolve(res.statusCode ?? 0);

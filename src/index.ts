@@ -50,4 +50,5 @@ export type {
   Timeouts,
   TokenAlgorithm,
   TokenAuthOptions,
+  UpstreamTlsOptions,
 } from './types.js';

@@ -4,7 +4,7 @@ import { createProxyAuthorizer } from './authorize/proxy.js';
 import type { AuthOutcome, Authorizer, Grant } from './authorize/types.js';
 import { createClientIpResolver, parseCidrList, parseIp } from './client-ip.js';
 import { RegistryRedirectError, sendOciError } from './errors.js';
-import { createForwardedHeaders } from './forwarded.js';
+import { createForwardedHeaders, requestHost } from './forwarded.js';
 import { createUploadLimiter, createUpstreamPools, isUpload, resolveLimits } from './limits.js';
 import { errorForLog, silentLogger } from './log.js';
 import { countProxiedBytes, type FallbackReason } from './metrics.js';
@@ -15,6 +15,7 @@ import { isPromiseLike } from './promise.js';
 import { parseBlobPath, parseManifestPath } from './routes.js';
 import { createRouting } from './routing.js';
 import { isSameHostOrSubdomain } from './same-host.js';
+import { upstreamAgentOptions, validateUpstreamTls } from './upstream-tls.js';
 import type {
   BlobTarget,
   Logger,
@@ -51,6 +52,7 @@ const OPTION_KEYS = {
   allowRedirectToRegistryHost: true,
   push: true,
   limits: true,
+  upstreamTLS: true,
 } as const satisfies Record<keyof RegistryRedirectOptions, true>;
 const KNOWN_OPTIONS: ReadonlySet<string> = new Set(Object.keys(OPTION_KEYS));
 
@@ -196,9 +198,13 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
     options.push === undefined ? undefined : compilePush(options.push, { clientIp: createClientIpResolver(options.trustedProxies ?? []), observer, logger });
 
   const upstream = options.upstream === undefined ? undefined : parseUpstream(options.upstream);
+  validateUpstreamTls(options.upstreamTLS, upstream);
+  if (options.upstreamTLS?.rejectUnauthorized === false) {
+    logger.warn({ upstream: upstream?.origin }, 'upstream TLS certificate verification is OFF: anyone on the path to the upstream can answer the authorizing HEAD and read callers\' credentials');
+  }
   // Separate pools: uploads trickling in cannot take the connections that reads and the
   // authorizing HEADs need, and a hung upstream fills only the probe pool's bounded queue.
-  const pools = upstream ? createUpstreamPools(upstream, limits) : undefined;
+  const pools = upstream ? createUpstreamPools(upstream, limits, upstreamAgentOptions(options.upstreamTLS)) : undefined;
   const trusted = parseCidrList(options.trustedProxies ?? [], 'trustedProxies');
   const forwarded = createForwardedHeaders(trusted);
   const allowRegistryHost = options.allowRedirectToRegistryHost === true;
@@ -236,7 +242,7 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
    * subdomain of the one it asked). A trusted front's `X-Forwarded-Host` names that host too.
    */
   function targetsRegistryHost(url: string, req: IncomingMessage): boolean {
-    if (isSameHostOrSubdomain(url, req.headers.host)) return true;
+    if (isSameHostOrSubdomain(url, requestHost(req))) return true;
     const forwardedHost = req.headers['x-forwarded-host'];
     if (typeof forwardedHost !== 'string' || trusted.size === 0) return false;
     const peer = req.socket?.remoteAddress;
@@ -337,7 +343,7 @@ export function registryRedirect(options: RegistryRedirectOptions): RegistryRedi
         if (!warnedSameHost.has(name)) {
           warnedSameHost.add(name);
           logger.warn(
-            { signer: name, storageHost: new URL(result.url).host, host: req.headers.host },
+            { signer: name, storageHost: new URL(result.url).host, host: requestHost(req) },
             'signed URL host is the registry host or a subdomain of it; clients would send their registry credentials there, so blobs are proxied (set allowRedirectToRegistryHost to redirect anyway)',
           );
         }

@@ -6,6 +6,7 @@ import { requireDependency } from './lazy.js';
 import { applyForwardedFields, type ForwardedHeaders } from './forwarded.js';
 import { createSlotQueue } from './limits.js';
 import { errorForLog } from './log.js';
+import { upstreamFailureDetail } from './upstream-tls.js';
 import type { Logger } from './types.js';
 
 export interface PassThroughOptions {
@@ -46,6 +47,20 @@ function hasBody(req: IncomingMessage): boolean {
 export type PassThrough = (req: IncomingMessage, res: ServerResponse, onResponse?: (upstreamRes: IncomingMessage) => void) => void;
 
 const TIMEOUT_CODES = new Set(['ETIMEDOUT', 'ESOCKETTIMEDOUT', 'UND_ERR_HEADERS_TIMEOUT']);
+
+const CONNECTION_SPECIFIC = ['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade'];
+
+/**
+ * Removes the connection-specific headers HTTP/2 forbids in a response (RFC 9113 8.2.2), and the
+ * ones the upstream's `Connection` names. httpxy drops only `connection` and `transfer-encoding`
+ * for HTTP/2 clients; any other one left in (Node's own HTTP servers send `Keep-Alive:
+ * timeout=5`) makes Node reset the client's stream with INTERNAL_ERROR instead of answering.
+ */
+export function stripConnectionHeaders(headers: http.IncomingHttpHeaders): void {
+  const named = headers.connection;
+  if (typeof named === 'string') for (const token of named.split(',')) delete headers[token.trim().toLowerCase()];
+  for (const name of CONNECTION_SPECIFIC) delete headers[name];
+}
 
 /**
  * Streams a request to the upstream and its response back, byte for byte (http-proxy-middleware).
@@ -91,6 +106,9 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
         proxyServer.on('proxyRes', (_proxyRes, req) => {
           clearTimeout(deadlines.get(req)?.timer);
         });
+        proxyServer.on('proxyRes', (proxyRes, req) => {
+          if (req.httpVersionMajor >= 2) stripConnectionHeaders(proxyRes.headers);
+        });
         const onUpstreamResponse = opts.onUpstreamResponse;
         // Emitted before the response head is copied to the client, so a hook may edit headers.
         proxyServer.on('proxyRes', (proxyRes, req) => {
@@ -111,7 +129,7 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
           if (timeout) {
             sendOciError(res, 504, 'UNAVAILABLE', 'upstream registry did not answer in time', { timeoutMs: opts.timeoutMs });
           } else {
-            sendOciError(res, 502, 'UNAVAILABLE', 'upstream registry unreachable', { reason: code || 'error' });
+            sendOciError(res, 502, 'UNAVAILABLE', 'upstream registry unreachable', upstreamFailureDetail(err));
           }
         });
       },

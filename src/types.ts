@@ -1,4 +1,5 @@
 import type { KeyObject } from 'node:crypto';
+import type { AgentOptions } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
 /**
@@ -92,6 +93,29 @@ export type EmbeddedAuthorize = (
   req: IncomingMessage,
   target: BlobTarget,
 ) => EmbeddedGrant | undefined | Promise<EmbeddedGrant | undefined>;
+
+/**
+ * How to trust an `https://` upstream: the TLS options of the agents that send the authorizing
+ * HEAD and the pass-through requests (an `https.Agent`'s own option names). Default: Node's
+ * bundled CAs (plus `NODE_EXTRA_CA_CERTS`), full verification, no client certificate.
+ *
+ * @example
+ * ```ts
+ * upstreamTLS: { ca: readFileSync('/etc/registry-redirect/upstream-ca.pem') }
+ * upstreamTLS: { ca, cert: readFileSync('client.crt'), key: readFileSync('client.key') }   // mTLS to the upstream
+ * ```
+ */
+export type UpstreamTlsOptions = Pick<
+  AgentOptions,
+  'ca' | 'cert' | 'key' | 'passphrase' | 'pfx' | 'servername' | 'minVersion' | 'maxVersion' | 'ciphers' | 'checkServerIdentity'
+> & {
+  /**
+   * `false` accepts any certificate the upstream presents. **Risk:** anyone on the path to the
+   * upstream can then answer the authorizing HEAD (and so hand out signed URLs for private
+   * blobs) and read every credential. Logged as a warning when the middleware is built. Default `true`.
+   */
+  rejectUnauthorized?: boolean;
+};
 
 /** Timeouts in milliseconds. */
 export interface Timeouts {
@@ -226,6 +250,8 @@ export interface RegistryRedirectOptions {
   upstream?: string | URL;
   /** The default signer. Example: `azureSigner({ account, accountKey, container })`. */
   signer: Signer;
+  /** Proxy mode, `https://` upstream only: a private CA, a client certificate, other TLS agent options. See {@link UpstreamTlsOptions}. */
+  upstreamTLS?: UpstreamTlsOptions;
   /** Embedded mode only: the host registry's authorization + existence check. */
   authorize?: EmbeddedAuthorize;
   /** Proxy mode only: verify registry bearer tokens locally (token mode). Default: off (the upstream's HEAD decides). See {@link TokenAuthOptions}. */

@@ -3,6 +3,7 @@ import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerR
 import { RegistryRedirectError, sendOciError } from '../errors.js';
 import { createSlotQueue, withSlot } from '../limits.js';
 import { applyForwardedFields, type ForwardedHeaders } from '../forwarded.js';
+import { upstreamFailureDetail } from '../upstream-tls.js';
 import { errorForLog } from '../log.js';
 import { isValidDigest } from '../routes.js';
 import type { BlobTarget, Logger } from '../types.js';
@@ -44,8 +45,13 @@ function probeHeaders(req: IncomingMessage, forwarded: ForwardedHeaders): Outgoi
   const incoming: IncomingHttpHeaders = req.headers;
   const out: OutgoingHttpHeaders = {};
   for (const name in incoming) {
+    // HTTP/2 pseudo-headers (`:method`, `:path`, `:authority`, ...) are not headers of an
+    // HTTP/1.1 request; `:authority` becomes its `Host`.
+    if (name.charCodeAt(0) === 0x3a /* : */) continue;
     if (!NOT_FORWARDED.has(name)) out[name] = incoming[name];
   }
+  const authority = incoming[':authority'];
+  if (typeof authority === 'string' && authority !== '') out.host = authority;
   // The probe asks with the caller's identity, and an upstream that allow-lists by address must
   // see the caller's real one, exactly as on pass-through.
   applyForwardedFields(out, forwarded(req));
@@ -162,7 +168,7 @@ export function answerProbeFailure(res: ServerResponse, err: unknown, timeoutMs:
   } else if (err instanceof RegistryRedirectError && err.code === 'UPSTREAM_TIMEOUT') {
     sendOciError(res, 504, 'UNAVAILABLE', 'upstream registry did not answer in time', { timeoutMs });
   } else {
-    sendOciError(res, 502, 'UNAVAILABLE', 'upstream registry unreachable');
+    sendOciError(res, 502, 'UNAVAILABLE', 'upstream registry unreachable', upstreamFailureDetail(err));
   }
 }
 

@@ -13,6 +13,8 @@ import { loadSignerKinds, signerFromConfig } from './signer-config.js';
 import { buildPushConfig } from './push-config.js';
 import type { PushOptions } from '../types.js';
 import { parseConfigPart } from './validate.js';
+import { tlsFromConfig, upstreamTlsFromConfig, type TlsServerConfig } from './tls.js';
+import type { UpstreamTlsOptions } from '../types.js';
 import { parseConfigYaml } from './yaml-errors.js';
 
 const duration = (example: string) =>
@@ -25,6 +27,9 @@ const fileSchema = z
   .object({
     listen: z.string({ error: 'write host:port, e.g. "0.0.0.0:8080" or "127.0.0.1:15080"' }).optional(),
     upstream: z.string({ error: 'write the upstream registry URL, e.g. "http://127.0.0.1:5000"' }),
+    // Validated in tls.ts (file paths, then the files themselves).
+    tls: z.unknown().optional(),
+    upstreamTLS: z.unknown().optional(),
     signer: z.unknown().optional(),
     expiry: duration('20m').optional(),
     cache: cacheBlock.optional(),
@@ -85,6 +90,10 @@ const fileSchema = z
 export interface ServerConfig extends Omit<RolloutConfig, 'metrics'> {
   listen: { host: string; port: number };
   upstream: URL;
+  /** `tls:`: serve HTTPS (HTTP/2 + HTTP/1.1). Undefined: plain HTTP/1.1. Paths; the files are read at start and on reload. */
+  tls: TlsServerConfig | undefined;
+  /** `upstreamTLS:` with its files read: the upstream agents' TLS options. */
+  upstreamTLS: UpstreamTlsOptions | undefined;
   /** The default signer, wrapped in the signed-URL cache unless `cache.enabled: false`. */
   signer: Signer;
   expiryMs: number;
@@ -163,6 +172,8 @@ export function buildConfig(raw: unknown): ServerConfig {
     throw err instanceof RegistryRedirectError ? err : new RegistryRedirectError('CONFIG_INVALID', String(err));
   }
   const listen = parseListen(file.listen ?? ':8080');
+  const tls = tlsFromConfig(file.tls);
+  const upstreamTLS = upstreamTlsFromConfig(file.upstreamTLS, upstream);
   const timeouts = {
     authorize: ms(t.authorize, 'authorize', 10_000),
     upstream: ms(t.upstream, 'upstream', 60_000),
@@ -189,6 +200,8 @@ export function buildConfig(raw: unknown): ServerConfig {
     metrics: extra.metrics && { ...extra.metrics, listen: metricsListen === undefined ? undefined : parseListen(metricsListen, 'metrics.listen') },
     listen,
     upstream,
+    tls,
+    upstreamTLS,
     signer,
     expiryMs,
     cache,

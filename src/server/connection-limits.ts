@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import type http from 'node:http';
+import type { Server } from 'node:net';
 import type { Logger } from '../types.js';
 
 /** File descriptors kept back for upstream connections, log files, config reloads, the listener. */
@@ -31,7 +31,7 @@ export function defaultMaxConnections(limitsText?: string): number | undefined {
  * Applies `limits.maxConnections` (0: none; undefined: {@link defaultMaxConnections}). Node closes a
  * connection over the limit as soon as it is accepted; that is logged at most every 10 s, with a count.
  */
-export function applyMaxConnections(server: http.Server, configured: number | undefined, logger: Logger): number | undefined {
+export function applyMaxConnections(server: Server, configured: number | undefined, logger: Logger): number | undefined {
   const max = configured === undefined ? defaultMaxConnections() : configured === 0 ? undefined : configured;
   if (max === undefined) return undefined;
   server.maxConnections = max;

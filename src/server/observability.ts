@@ -1,14 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Server } from 'node:net';
 import type { Logger as PinoLogger } from 'pino';
 import type { PrometheusMetrics } from '../metrics.js';
 import { pathForLog } from '../proxy.js';
 import type { Logger } from '../types.js';
 
 /** Binds `server` to `listen` and returns its `http://host:port`. */
-export async function listenOn(server: http.Server, listen: { host: string; port: number }): Promise<string> {
+export async function listenOn(server: Server, listen: { host: string; port: number }): Promise<string> {
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(listen.port, listen.host, () => {

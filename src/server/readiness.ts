@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { httpStatus, type SignerHealth } from '../health.js';
-import type { Logger } from '../types.js';
+import type { Logger, UpstreamTlsOptions } from '../types.js';
 import type { PreflightOutcome, PreflightResult } from './preflight.js';
 
 /** What `/readyz` reports. */
@@ -20,7 +20,7 @@ export interface Readiness {
 /** Options of {@link createReadinessHandler}. */
 export interface ReadinessOptions {
   /** The upstream and the breakers of the configuration currently serving (changes on reload). */
-  current(): { upstream: URL; health: SignerHealth };
+  current(): { upstream: URL; health: SignerHealth; upstreamTLS?: UpstreamTlsOptions | undefined };
   /** The storage preflight's results of the configuration serving; undefined with `preflight: off`. */
   storage?(): readonly PreflightResult[] | undefined;
   /** Logs each change of readiness once (not every probe). */
@@ -42,11 +42,11 @@ export function createReadinessHandler(opts: ReadinessOptions): (req: IncomingMe
   let cached: { href: string; at: number; ok: boolean } | undefined;
   let pending: { href: string; promise: Promise<boolean> } | undefined;
 
-  const upstreamReachable = (upstream: URL): Promise<boolean> => {
+  const upstreamReachable = (upstream: URL, tls: UpstreamTlsOptions | undefined): Promise<boolean> => {
     const href = new URL('v2/', upstream.href.endsWith('/') ? upstream.href : `${upstream.href}/`).href;
     if (cached && cached.href === href && Date.now() - cached.at < cacheMs) return Promise.resolve(cached.ok);
     if (pending && pending.href === href) return pending.promise;
-    const promise = httpStatus(href, { timeoutMs })
+    const promise = httpStatus(href, { timeoutMs, tls })
       .then((status) => status < 500)
       .catch(() => false)
       .then((ok) => {
@@ -77,8 +77,8 @@ export function createReadinessHandler(opts: ReadinessOptions): (req: IncomingMe
   };
 
   return (req, res) => {
-    const { upstream, health } = opts.current();
-    void upstreamReachable(upstream).then((reachable) => {
+    const { upstream, health, upstreamTLS } = opts.current();
+    void upstreamReachable(upstream, upstreamTLS).then((reachable) => {
       const signers: Record<string, 'healthy' | 'unhealthy'> = {};
       for (const [name, s] of Object.entries(health.status())) signers[name] = s.healthy ? 'healthy' : 'unhealthy';
       const preflight = opts.storage?.();

@@ -101,6 +101,8 @@ function originPlacement(c: ServerConfig): string {
 function restartOnly(a: ServerConfig, b: ServerConfig): string[] {
   const out: string[] = [];
   if (a.listen.host !== b.listen.host || a.listen.port !== b.listen.port) out.push('listen');
+  // The files' contents reload (see tls.ts); which files, and the listener's protocol, do not.
+  if (JSON.stringify(a.tls) !== JSON.stringify(b.tls)) out.push('tls');
   if (JSON.stringify(a.metrics) !== JSON.stringify(b.metrics)) out.push('metrics');
   if (a.log.level !== b.log.level || a.log.requests !== b.log.requests || a.log.format !== b.log.format) out.push('log');
   if (a.timeouts.headers !== b.timeouts.headers) out.push('timeouts.headers');
@@ -191,6 +193,7 @@ export function createConfigReloader(opts: ConfigReloaderOptions): ConfigReloade
         hot.swap({
           ...config,
           listen: before.listen,
+          tls: before.tls,
           metrics: before.metrics,
           log: before.log,
           reload: before.reload,

@@ -1,4 +1,5 @@
 import http from 'node:http';
+import type http2 from 'node:http2';
 import { prometheusMetrics, type PrometheusMetrics } from '../metrics.js';
 import { createOriginHandler, sharedHostWarning, type OriginHandler } from '../origin/server.js';
 import { isOriginSigner } from '../signers/origin.js';
@@ -13,12 +14,14 @@ import { runPreflight, type PreflightTracker } from './preflight.js';
 import { PROBE_HEADER, assertWriteEndpoint } from './push-config.js';
 import { createReadinessHandler } from './readiness.js';
 import { createConfigReloader, createHotMiddleware, type ReloadResult } from './reload.js';
+import { createListener, createTlsReloader, type TlsReloadResult } from './tls.js';
 
 const HEALTH_BODY = '{"status":"ok"}';
 
 export interface RunningServer {
-  readonly server: http.Server;
-  /** `http://host:port` the server listens on. */
+  /** The listener: `http.Server`, or with `tls:` an HTTP/2 secure server that also speaks HTTP/1.1. */
+  readonly server: http.Server | http2.Http2SecureServer;
+  /** `http://host:port` (`https://` with `tls:`) the server listens on. */
   readonly url: string;
   /** Stop accepting, let in-flight requests finish (bounded by `timeouts.shutdown`), then close. */
   close(): Promise<void>;
@@ -30,8 +33,12 @@ export interface RunningServer {
   readonly originServers: readonly http.Server[];
   /** The Prometheus metrics, when `metrics:` is configured. */
   readonly metrics?: PrometheusMetrics | undefined;
-  /** Reads the config file again and applies it (what SIGHUP does); rejected if invalid or no file. */
-  reload(trigger?: string): Promise<ReloadResult>;
+  /**
+   * What SIGHUP does: reads the config file again and applies it (rejected if invalid or no file),
+   * and with `tls:` reads the certificate files again (`tls` says how that went, independently:
+   * a bad certificate never blocks a config change, nor the other way round).
+   */
+  reload(trigger?: string): Promise<ReloadResult & { tls?: TlsReloadResult }>;
   /** What the start's storage preflight found per signer (`preflight: off`: undefined). */
   readonly preflight?: PreflightTracker | undefined;
 }
@@ -87,6 +94,7 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
         decisionCache: c.authorize.cache,
         acceptUpstreamRedirect: c.authorize.acceptUpstreamRedirect,
         allowRedirectToRegistryHost: c.allowRedirectToRegistryHost,
+        upstreamTLS: c.upstreamTLS,
         timeouts: { authorize: c.timeouts.authorize, upstream: c.timeouts.upstream, signer: c.timeouts.signer },
         limits: { maxPendingAuthorizations: c.limits.maxPendingAuthorizations, maxUploadsPerClient: c.limits.maxUploadsPerClient, upstreamSockets: c.limits.upstreamSockets },
         push: c.push,
@@ -113,14 +121,15 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     if (warning) logger.warn({ origin: s.origin.baseUrl }, warning);
   }
   const readyz = createReadinessHandler({
-    current: () => ({ upstream: hot.current().config.upstream, health: hot.current().middleware.health }),
+    current: () => ({ upstream: hot.current().config.upstream, health: hot.current().middleware.health, upstreamTLS: hot.current().config.upstreamTLS }),
     storage: () => preflight?.results(),
     logger,
   });
   const metricsPath = config.metrics && !config.metrics.listen ? config.metrics.path : undefined;
   const logRequest = config.log.requests ? accessLogger(logger) : undefined;
 
-  const server = http.createServer(
+  const { server, connections, tls } = createListener(
+    config.tls,
     {
       // Slow clients are bounded while sending headers (Node counts from the connection's accept,
       // and from the first byte of each later request); bodies (multi-GiB layer uploads) are not.
@@ -150,6 +159,9 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
       hot.handle(req, res);
     },
   );
+  if (config.tls && tls) {
+    logger.info({ certificate: tls.material.summary, clientCA: config.tls.clientCA !== undefined, minVersion: config.tls.minVersion }, 'serving HTTPS (HTTP/2 and HTTP/1.1)');
+  }
   server.on('clientError', answerClientError);
   applyMaxConnections(server, config.limits.maxConnections, logger);
 
@@ -173,7 +185,8 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     return { listen, server: s };
   });
 
-  const url = await listenOn(server, config.listen);
+  const listened = await listenOn(server, config.listen);
+  const url = tls ? listened.replace(/^http:/, 'https:') : listened;
   let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
   const originUrls: string[] = [];
   try {
@@ -194,7 +207,7 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     try {
       await assertWriteEndpoint(config.push.endpoint, config.timeouts.authorize);
     } catch (err) {
-      server.closeAllConnections();
+      connections.closeAll();
       await new Promise((resolve) => server.close(resolve));
       for (const o of originServers) await new Promise((resolve) => o.server.close(resolve));
       await metricsServer?.close();
@@ -222,6 +235,8 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
         },
       })
     : undefined;
+  const tlsReloader =
+    config.tls && tls ? createTlsReloader({ server: tls.server, config: config.tls, initial: tls.material, logger, watch: config.reload.watch }) : undefined;
 
   let closing: Promise<void> | undefined;
   return {
@@ -234,11 +249,15 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     get preflight() {
       return preflight;
     },
-    reload: (trigger = 'manual') => (reloader ? reloader.reload(trigger) : Promise.resolve({ ok: false, error: 'no config file to reload' })),
+    async reload(trigger = 'manual') {
+      const certificates = tlsReloader?.reload(trigger);
+      const result: ReloadResult = reloader ? await reloader.reload(trigger) : { ok: false, error: 'no config file to reload' };
+      return certificates ? { ...result, tls: certificates } : result;
+    },
     close() {
       closing ??= (async () => {
         const closed = Promise.all([server, ...originServers.map((o) => o.server)].map((s) => new Promise<void>((resolve) => s.close(() => resolve())))).then(() => undefined);
-        server.closeIdleConnections();
+        connections.closeIdle();
         for (const o of originServers) o.server.closeIdleConnections();
         let timer: NodeJS.Timeout | undefined;
         const deadline = new Promise<'timeout'>((resolve) => {
@@ -246,12 +265,13 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
         });
         if ((await Promise.race([closed, deadline])) === 'timeout') {
           logger.warn({ timeoutMs: config.timeouts.shutdown }, 'shutdown timeout: closing remaining connections');
-          server.closeAllConnections();
+          connections.closeAll();
           for (const o of originServers) o.server.closeAllConnections();
           await closed;
         }
         clearTimeout(timer);
         reloader?.close();
+        tlsReloader?.close();
         preflight?.close();
         await metricsServer?.close();
         await hot.close();

@@ -102,7 +102,7 @@ describe.skipIf(!has)('e2e: origin mode over distribution\'s filesystem', () => 
     proxy = await startServer(config, silentLogger);
     proxyHost = new URL(proxy.url).host;
     originUrl = proxy.originUrls[0]!;
-    proxySeen = record(proxy.server);
+    proxySeen = record(proxy.server as http.Server);
     originSeen = record(proxy.originServers[0]!);
     image = await makeOciImage(join(work, 'img'), { layers: [{ size: 3 << 20, seed: 'origin-a' }, { size: 20_000, seed: 'origin-b' }] });
   });

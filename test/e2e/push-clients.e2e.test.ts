@@ -135,7 +135,7 @@ describe.skipIf(!hasCtr && !hasPodman)('containerd and podman push (steered and 
       }),
     );
     const running = await startServer(await loadConfig(configPath), silentLogger);
-    const entry = { url: running.url, hostPort: new URL(running.url).host, traffic: record(running.server), close: () => running.close() };
+    const entry = { url: running.url, hostPort: new URL(running.url).host, traffic: record(running.server as http.Server), close: () => running.close() };
     proxies.set(key, entry);
     return entry;
   };

@@ -97,7 +97,7 @@ describe.skipIf(!has)('push steering end to end (distribution 2.8, skopeo, serve
     );
     const running = await startServer(await loadConfig(configPath), logger, { configPath });
     stops.push(() => running.close());
-    return { running, configPath, traffic: record(running.server), hostPort: new URL(running.url).host };
+    return { running, configPath, traffic: record(running.server as http.Server), hostPort: new URL(running.url).host };
   };
 
   describe('htpasswd', () => {

@@ -105,7 +105,7 @@ describe.each(modes)('%s mode fails closed', (_mode, extra, authorization) => {
     const res = await request(`${p.url}${PATH}`, { headers: { authorization } });
     expect(res.status).toBe(502);
     expect(res.headers.location).toBeUndefined();
-    expect(JSON.parse(res.body.toString())).toEqual({ errors: [{ code: 'UNAVAILABLE', message: 'upstream registry unreachable', detail: null }] });
+    expect(JSON.parse(res.body.toString())).toEqual({ errors: [{ code: 'UNAVAILABLE', message: 'upstream registry unreachable', detail: { reason: 'ECONNREFUSED' } }] });
   });
 });
 

@@ -9,13 +9,13 @@
  * HEAD (peer appended; the incoming list kept only from `trustedProxies`), and replaces
  * `X-Forwarded-Host/-Proto/-Port` (and drops `Forwarded`) from other peers. Upload `Location`s
  * still point at the proxy. Real distribution 2.8.2 behind real nginx; clients on distinct
- * loopback addresses.
+ * loopback addresses, over HTTP/1.1 and HTTP/2.
  */
 import http from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pushBlob } from '../helpers/registry-api.js';
-import { startProxy, type RunningProxy } from '../helpers/proxy-server.js';
+import { startProxy, TRANSPORTS, type RunningProxy } from '../helpers/proxy-server.js';
 import { STORAGE_ENDPOINT, testSigner } from '../helpers/token-registry.js';
 import { requireBinary } from '../support/binaries.js';
 import { startNginx, type RunningNginx } from '../support/nginx.js';
@@ -52,7 +52,12 @@ function send(base: string, path: string, localAddress: string, headers: Record<
   });
 }
 
-describe.skipIf(!has)('a client\'s forwarding headers never reach the upstream as its own', () => {
+/** The same request through a proxy, over the proxy's own transport. */
+function sendVia(proxy: RunningProxy, path: string, localAddress: string, headers: Record<string, string> = {}, method = 'GET'): Promise<Answer> {
+  return proxy.request(path, { localAddress, headers, method }).then((r) => ({ status: r.status, headers: r.headers, body: r.body.toString() }));
+}
+
+describe.skipIf(!has).each(TRANSPORTS)('a client\'s forwarding headers never reach the upstream as its own (over %s)', (transport) => {
   let registry: RunningRegistry;
   let nginx: RunningNginx;
   let digest: string;
@@ -78,12 +83,12 @@ describe.skipIf(!has)('a client\'s forwarding headers never reach the upstream a
       proxy_set_header Host $http_host;
     }`,
     });
-    untrusting = await startProxy({ upstream: nginx.url, signer: testSigner() });
+    untrusting = await startProxy({ upstream: nginx.url, signer: testSigner() }, { transport });
     // Clients of this proxy are told apart by address only: SECURITY.md says to turn the decision
     // cache off then (it keys on credentials, and every caller here is anonymous).
-    trusting = await startProxy({ upstream: nginx.url, signer: testSigner(), trustedProxies: [`${FRONT}/32`], decisionCache: false });
+    trusting = await startProxy({ upstream: nginx.url, signer: testSigner(), trustedProxies: [`${FRONT}/32`], decisionCache: false }, { transport });
     // Straight to distribution: upload Locations, without nginx in between.
-    direct = await startProxy({ upstream: registry.url, signer: testSigner() });
+    direct = await startProxy({ upstream: registry.url, signer: testSigner() }, { transport });
   }, 30_000);
 
   afterAll(async () => {
@@ -102,31 +107,31 @@ describe.skipIf(!has)('a client\'s forwarding headers never reach the upstream a
   });
 
   it('blob GET through the proxy: the authorizing HEAD carries the real peer, so the spoofing client gets nginx\'s 403 and no signed URL', async () => {
-    const res = await send(untrusting.url, blobPath(), CLIENT, spoof);
+    const res = await sendVia(untrusting, blobPath(), CLIENT, spoof);
     expect(res.status).toBe(403);
     expect(res.headers.location).toBeUndefined();
     expect(res.headers['x-seen-client']).toBe(CLIENT);
   });
 
   it('pass-through (_catalog, manifests): the spoofing client gets 403; nginx saw its real address', async () => {
-    const catalog = await send(untrusting.url, '/v2/_catalog', CLIENT, spoof);
+    const catalog = await sendVia(untrusting, '/v2/_catalog', CLIENT, spoof);
     expect(catalog.status).toBe(403);
     expect(catalog.headers['x-seen-client']).toBe(CLIENT);
     // Several header lines, and the headers of other proxies, do not help either.
-    const many = await send(untrusting.url, '/v2/_catalog', CLIENT, { 'x-forwarded-for': `${ALLOWED}, ${ALLOWED}`, 'x-real-ip': ALLOWED, forwarded: `for=${ALLOWED}` });
+    const many = await sendVia(untrusting, '/v2/_catalog', CLIENT, { 'x-forwarded-for': `${ALLOWED}, ${ALLOWED}`, 'x-real-ip': ALLOWED, forwarded: `for=${ALLOWED}` });
     expect(many.status).toBe(403);
   });
 
   it('a client of a proxy that trusts only the front is not believed either, though its peer is loopback', async () => {
-    expect((await send(trusting.url, blobPath(), CLIENT, spoof)).status).toBe(403);
-    expect((await send(trusting.url, '/v2/_catalog', CLIENT, spoof)).status).toBe(403);
+    expect((await sendVia(trusting, blobPath(), CLIENT, spoof)).status).toBe(403);
+    expect((await sendVia(trusting, '/v2/_catalog', CLIENT, spoof)).status).toBe(403);
   });
 
   it('from a trusted front the chain is kept: the allowed client is redirected and reads the catalog', async () => {
-    const res = await send(trusting.url, blobPath(), FRONT, spoof);
+    const res = await sendVia(trusting, blobPath(), FRONT, spoof);
     expect(res.status).toBe(307);
     expect(res.headers.location!.startsWith(`${STORAGE_ENDPOINT}/registry/`)).toBe(true);
-    const catalog = await send(trusting.url, '/v2/_catalog', FRONT, spoof);
+    const catalog = await sendVia(trusting, '/v2/_catalog', FRONT, spoof);
     expect(catalog.status).toBe(200);
     expect(catalog.headers['x-seen-client']).toBe(ALLOWED);
     expect(JSON.parse(catalog.body).repositories).toContain(REPO);
@@ -134,18 +139,19 @@ describe.skipIf(!has)('a client\'s forwarding headers never reach the upstream a
 
   it('upload Locations point at the proxy, also when a client sends X-Forwarded-Host/-Proto/-Port or Forwarded', async () => {
     const proxyHost = new URL(direct.url).host;
-    const plain = await send(direct.url, `/v2/${REPO}/blobs/uploads/`, CLIENT, { 'content-length': '0' }, 'POST');
+    const plain = await sendVia(direct, `/v2/${REPO}/blobs/uploads/`, CLIENT, { 'content-length': '0' }, 'POST');
     expect(plain.status).toBe(202);
     expect(new URL(plain.headers.location!, direct.url).host).toBe(proxyHost);
-    expect(plain.headers.location!.startsWith(`http://${proxyHost}/`)).toBe(true);
+    const scheme = new URL(direct.url).protocol;
+    expect(plain.headers.location!.startsWith(`${scheme}//${proxyHost}/`)).toBe(true);
 
     for (const headers of <Array<Record<string, string>>>[
       { 'x-forwarded-host': 'evil.example', 'x-forwarded-proto': 'https', 'x-forwarded-port': '8443' },
       { forwarded: 'host=evil.example;proto=https' },
     ]) {
-      const res = await send(direct.url, `/v2/${REPO}/blobs/uploads/`, CLIENT, { ...headers, 'content-length': '0' }, 'POST');
+      const res = await sendVia(direct, `/v2/${REPO}/blobs/uploads/`, CLIENT, { ...headers, 'content-length': '0' }, 'POST');
       expect(res.status).toBe(202);
-      expect(res.headers.location!.startsWith(`http://${proxyHost}/`)).toBe(true);
+      expect(res.headers.location!.startsWith(`${scheme}//${proxyHost}/`)).toBe(true);
     }
   });
 });

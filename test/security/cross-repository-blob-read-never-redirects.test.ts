@@ -2,16 +2,16 @@
  * Threat: storage holds one object per digest for the whole registry, so a caller who knows a
  * digest could ask for it through any repository. Invariant: a 307 is only ever answered for a
  * blob the caller may read IN THE REQUESTED repository and that is linked there. Real distribution
- * 2.8.2 (auth: token), both authorization modes, with the decision cache on (its default).
+ * 2.8.2 (auth: token), both authorization modes, with the decision cache on (its default), over
+ * HTTP/1.1 and HTTP/2.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pull } from '../helpers/tokens.js';
-import { startProxy } from '../helpers/proxy-server.js';
+import { startProxy, TRANSPORTS, type Transport } from '../helpers/proxy-server.js';
 import type { RunningProxy } from '../helpers/proxy-server.js';
 import { STORAGE_ENDPOINT, startTokenRegistry, testSigner } from '../helpers/token-registry.js';
 import type { TokenRegistry } from '../helpers/token-registry.js';
 import { requireBinary } from '../support/binaries.js';
-import { request } from '../support/http.js';
 
 const has = requireBinary('docker-registry') && requireBinary('openssl');
 
@@ -19,23 +19,26 @@ describe.skipIf(!has)('cross-repository blob reads never redirect', () => {
   let world: TokenRegistry;
   let onlyInA: string;
   let inB: string;
-  const proxies: Record<'upstream' | 'token', RunningProxy | undefined> = { upstream: undefined, token: undefined };
+  const proxies = new Map<string, RunningProxy>();
 
   beforeAll(async () => {
     world = await startTokenRegistry();
     [onlyInA, inB] = await Promise.all([world.push('team/a'), world.push('team/b')]);
-    proxies.upstream = await startProxy({ upstream: world.front.url, signer: testSigner() });
-    proxies.token = await startProxy({ upstream: world.front.url, signer: testSigner(), tokenAuth: world.tokenAuth() });
+    for (const transport of TRANSPORTS) {
+      proxies.set(`upstream ${transport}`, await startProxy({ upstream: world.front.url, signer: testSigner() }, { transport }));
+      proxies.set(`token ${transport}`, await startProxy({ upstream: world.front.url, signer: testSigner(), tokenAuth: world.tokenAuth() }, { transport }));
+    }
   }, 30_000);
 
   afterAll(async () => {
-    await Promise.all([proxies.upstream?.close(), proxies.token?.close()]);
+    await Promise.all([...proxies.values()].map((p) => p.close()));
     await world?.stop();
   }, 15_000);
 
-  describe.each(['upstream', 'token'] as const)('%s mode', (mode) => {
+  const cases = (['upstream', 'token'] as const).flatMap((mode) => TRANSPORTS.map((transport): [string, Transport] => [mode, transport]));
+  describe.each(cases)('%s mode over %s', (mode, transport) => {
     const get = (repo: string, digest: string, authorization: string) =>
-      request(`${proxies[mode]!.url}/v2/${repo}/blobs/${digest}`, { headers: { authorization } });
+      proxies.get(`${mode} ${transport}`)!.request(`/v2/${repo}/blobs/${digest}`, { headers: { authorization } });
 
     it('a blob linked only in repository A, requested via repository B the caller can read, gets the upstream 404 and no Location', async () => {
       const res = await get('team/b', onlyInA, world.bearer([...pull('team/a'), ...pull('team/b')]));

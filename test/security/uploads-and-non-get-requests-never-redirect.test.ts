@@ -2,18 +2,19 @@
  * Threat: an upload (POST/PATCH/PUT) or any non-GET request is redirected to raw storage, or a
  * HEAD (the existence check clients use at push time) gets a method-bound signed GET URL.
  * Invariant: only `GET /v2/<name>/blobs/<digest>` is ever redirected; every other method goes to
- * the upstream unchanged, even when the upstream would say yes to everything.
+ * the upstream unchanged, even when the upstream would say yes to everything. Over HTTP/1.1 and
+ * HTTP/2.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startProxy } from '../helpers/proxy-server.js';
+import { startProxy, TRANSPORTS, type Transport } from '../helpers/proxy-server.js';
 import type { RunningProxy } from '../helpers/proxy-server.js';
 import { testSigner } from '../helpers/token-registry.js';
 
 let upstream: http.Server;
-let proxy: RunningProxy;
+const proxies = new Map<Transport, RunningProxy>();
 const seen: string[] = [];
 
 beforeAll(async () => {
@@ -26,32 +27,26 @@ beforeAll(async () => {
     });
   });
   await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
-  proxy = await startProxy({ upstream: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`, signer: testSigner() });
+  for (const transport of TRANSPORTS) {
+    proxies.set(transport, await startProxy({ upstream: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`, signer: testSigner() }, { transport }));
+  }
 });
 
 afterAll(async () => {
-  await proxy.close();
+  await Promise.all([...proxies.values()].map((p) => p.close()));
   upstream.closeAllConnections();
   await new Promise((resolve) => upstream.close(resolve));
 });
 
-function send(method: string, path: string): Promise<http.IncomingMessage> {
-  const { hostname, port } = new URL(proxy.url);
+async function send(transport: Transport, method: string, path: string): Promise<{ statusCode: number; headers: http.IncomingHttpHeaders }> {
   const bodyless = method === 'GET' || method === 'HEAD';
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: hostname, port, method, path, agent: false, headers: bodyless ? {} : { 'content-length': 3 } }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res));
-    });
-    req.setTimeout(5_000, () => req.destroy(new Error('no answer')));
-    req.on('error', reject);
-    req.end(bodyless ? undefined : 'abc');
-  });
+  const res = await proxies.get(transport)!.request(path, { method, timeoutMs: 5_000, ...(!bodyless && { headers: { 'content-length': '3' }, body: 'abc' }) });
+  return { statusCode: res.status, headers: res.headers };
 }
 
 const DIGEST = `sha256:${'a'.repeat(64)}`;
 
-describe('uploads and non-GET requests never redirect', () => {
+describe.each(TRANSPORTS)('uploads and non-GET requests never redirect (over %s)', (transport) => {
   it('any method but GET on blob and upload paths reaches the upstream unchanged, never a 307', async () => {
     const method = fc.constantFrom('POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS');
     const path = fc.constantFrom(
@@ -64,7 +59,7 @@ describe('uploads and non-GET requests never redirect', () => {
     await fc.assert(
       fc.asyncProperty(method, path, async (m, p) => {
         seen.length = 0;
-        const res = await send(m, p);
+        const res = await send(transport, m, p);
         expect(res.statusCode).not.toBe(307);
         expect(res.headers.location).toBeUndefined();
         expect(seen).toEqual([`${m} ${p}`]);
@@ -74,6 +69,6 @@ describe('uploads and non-GET requests never redirect', () => {
   });
 
   it('control: a GET on the same blob path is redirected', async () => {
-    expect((await send('GET', `/v2/team/app/blobs/${DIGEST}`)).statusCode).toBe(307);
+    expect((await send(transport, 'GET', `/v2/team/app/blobs/${DIGEST}`)).statusCode).toBe(307);
   });
 });

@@ -5,12 +5,13 @@
  * authorizing HEAD counted as "authorized and present", an anonymous blob GET would get a 307 to a
  * signed storage URL (and the grant would be cached), where distribution itself says 401.
  * Invariant: only a 2xx on the probe is a grant; for anything else the real GET goes upstream
- * and its answer is relayed. Real distribution 2.8.2 (htpasswd) behind real nginx.
+ * and its answer is relayed. Real distribution 2.8.2 (htpasswd) behind real nginx; clients over
+ * HTTP/1.1 and HTTP/2 (where the Host the fronts see comes from `:authority`).
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pushBlob } from '../helpers/registry-api.js';
-import { startProxy, type RunningProxy } from '../helpers/proxy-server.js';
+import { startProxy, TRANSPORTS, type RunningProxy, type Transport } from '../helpers/proxy-server.js';
 import { STORAGE_ENDPOINT, testSigner } from '../helpers/token-registry.js';
 import { requireBinary } from '../support/binaries.js';
 import { request } from '../support/http.js';
@@ -27,10 +28,10 @@ describe.skipIf(!has)('a redirect on the authorizing HEAD is never a grant', () 
   let httpsOnly: RunningNginx;
   let digest: string;
   const proxies: RunningProxy[] = [];
-  const proxy = async (upstream: string, extra: { acceptUpstreamRedirect?: boolean } = {}) => {
-    const p = await startProxy({ upstream, signer: testSigner(), ...extra });
+  const proxy = async (upstream: string, transport: Transport, extra: { acceptUpstreamRedirect?: boolean } = {}) => {
+    const p = await startProxy({ upstream, signer: testSigner(), ...extra }, { transport });
     proxies.push(p);
-    return p.url;
+    return p;
   };
 
   beforeAll(async () => {
@@ -66,35 +67,39 @@ describe.skipIf(!has)('a redirect on the authorizing HEAD is never a grant', () 
     expect((await blob(httpsOnly.url)).status).toBe(301);
   });
 
-  it('SSO front: an anonymous blob GET gets the front\'s 302 to /login, never a signed URL, also when asked again (nothing cached)', async () => {
-    const base = await proxy(sso.url);
-    for (let i = 0; i < 3; i++) {
-      const res = await blob(base);
-      expect(res.status).toBe(302);
-      expect(res.headers.location).toMatch(/\/login$/);
-      expect(res.headers.location).not.toContain(STORAGE_ENDPOINT);
-    }
-    // The same blob with the owner's credentials is still redirected: the fix is about the 3xx only.
-    const owner = await blob(base, { authorization: ALICE });
-    expect(owner.status).toBe(307);
-    expect(owner.headers.location!.startsWith(`${STORAGE_ENDPOINT}/registry/`)).toBe(true);
-    // And the owner's grant is not the anonymous caller's.
-    expect((await blob(base)).status).toBe(302);
-  });
+  describe.each(TRANSPORTS)('over %s', (transport) => {
+    const viaProxy = (p: RunningProxy, headers: Record<string, string> = {}) => p.request(`/v2/${REPO}/blobs/${digest}`, { headers });
 
-  it('http->https front: an anonymous blob GET gets the 301 to https, never a signed URL', async () => {
-    const base = await proxy(httpsOnly.url);
-    const res = await blob(base);
-    expect(res.status).toBe(301);
-    expect(res.headers.location).toBe(`https://${new URL(base).hostname}/v2/${REPO}/blobs/${digest}`);
-    // With credentials too: the 301 says nothing about them either.
-    expect((await blob(base, { authorization: ALICE })).status).toBe(301);
-  });
+    it('SSO front: an anonymous blob GET gets the front\'s 302 to /login, never a signed URL, also when asked again (nothing cached)', async () => {
+      const base = await proxy(sso.url, transport);
+      for (let i = 0; i < 3; i++) {
+        const res = await viaProxy(base);
+        expect(res.status).toBe(302);
+        expect(res.headers.location).toMatch(/\/login$/);
+        expect(res.headers.location).not.toContain(STORAGE_ENDPOINT);
+      }
+      // The same blob with the owner's credentials is still redirected: the fix is about the 3xx only.
+      const owner = await viaProxy(base, { authorization: ALICE });
+      expect(owner.status).toBe(307);
+      expect(owner.headers.location!.startsWith(`${STORAGE_ENDPOINT}/registry/`)).toBe(true);
+      // And the owner's grant is not the anonymous caller's.
+      expect((await viaProxy(base)).status).toBe(302);
+    });
 
-  it('acceptUpstreamRedirect: true takes the 3xx as a grant (the documented risk of the opt-in)', async () => {
-    const base = await proxy(sso.url, { acceptUpstreamRedirect: true });
-    const res = await blob(base);
-    expect(res.status).toBe(307);
-    expect(res.headers.location!.startsWith(`${STORAGE_ENDPOINT}/registry/`)).toBe(true);
+    it('http->https front: an anonymous blob GET gets the 301 to https, never a signed URL', async () => {
+      const base = await proxy(httpsOnly.url, transport);
+      const res = await viaProxy(base);
+      expect(res.status).toBe(301);
+      expect(res.headers.location).toBe(`https://${new URL(base.url).hostname}/v2/${REPO}/blobs/${digest}`);
+      // With credentials too: the 301 says nothing about them either.
+      expect((await viaProxy(base, { authorization: ALICE })).status).toBe(301);
+    });
+
+    it('acceptUpstreamRedirect: true takes the 3xx as a grant (the documented risk of the opt-in)', async () => {
+      const base = await proxy(sso.url, transport, { acceptUpstreamRedirect: true });
+      const res = await viaProxy(base);
+      expect(res.status).toBe(307);
+      expect(res.headers.location!.startsWith(`${STORAGE_ENDPOINT}/registry/`)).toBe(true);
+    });
   });
 });

@@ -20,6 +20,10 @@ export interface RequestOptions {
   timeoutMs?: number;
   /** Agent to use (default: a fresh connection, no keep-alive). */
   agent?: http.Agent | false;
+  /** Connect from this local (loopback) address. */
+  localAddress?: string;
+  /** https: trust (`ca`), a client certificate (`cert`, `key`), or `rejectUnauthorized: false`. */
+  tls?: Pick<https.RequestOptions, 'ca' | 'cert' | 'key' | 'rejectUnauthorized' | 'servername'>;
 }
 
 /** Response of {@link request}: status, lower-cased headers and the full body. */
@@ -42,7 +46,7 @@ export function request(url: string | URL, opts: RequestOptions = {}): Promise<H
   return new Promise((resolve, reject) => {
     const req = mod.request(
       u,
-      { method: opts.method ?? 'GET', headers: opts.headers ?? {}, agent: opts.agent ?? false },
+      { ...opts.tls, method: opts.method ?? 'GET', headers: opts.headers ?? {}, agent: opts.agent ?? false, ...(opts.localAddress && { localAddress: opts.localAddress }) },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));

@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -53,11 +54,22 @@ export interface StartRegistryOptions {
   rootDirectory?: string;
   /** Startup timeout in ms (default 15 000). */
   startTimeoutMs?: number;
+  /**
+   * Serve HTTPS (`http.tls`): PEM files of the certificate (with its SANs for the host) and key,
+   * and optionally `clientCAs` (`http.tls.clientcas`: mTLS). The URL is then `https://`.
+   */
+  tls?: {
+    certificate: string;
+    key: string;
+    clientCAs?: string[];
+    /** With `clientCAs`: a client certificate (PEM file paths) for the start-up check. */
+    probeClient?: { cert: string; key: string };
+  };
 }
 
 /** A running registry. */
 export interface RunningRegistry {
-  /** `http://HOST:PORT` (no trailing slash). */
+  /** `http://HOST:PORT` (`https://` with `tls`; no trailing slash). */
   url: string;
   host: string;
   port: number;
@@ -86,6 +98,7 @@ export function registryConfig(opts: {
   rootDirectory: string;
   htpasswdPath?: string;
   token?: TokenAuth['token'];
+  tls?: StartRegistryOptions['tls'];
 }): Record<string, unknown> {
   const cfg: Record<string, unknown> = {
     version: '0.1',
@@ -100,6 +113,9 @@ export function registryConfig(opts: {
       addr: opts.addr,
       secret: randomBytes(16).toString('hex'),
       headers: { 'X-Content-Type-Options': ['nosniff'] },
+      ...(opts.tls && {
+        tls: { certificate: opts.tls.certificate, key: opts.tls.key, ...(opts.tls.clientCAs && { clientcas: opts.tls.clientCAs }) },
+      }),
     },
   };
   if (opts.htpasswdPath !== undefined) {
@@ -160,18 +176,23 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Ru
     const configPath = join(workDir, 'config.yml');
     await writeFile(
       configPath,
-      stringify(registryConfig({ addr: hostPort, rootDirectory: storageRoot, htpasswdPath, token })),
+      stringify(registryConfig({ addr: hostPort, rootDirectory: storageRoot, htpasswdPath, token, tls: opts.tls })),
     );
     const proc: Supervised = supervise(bin, ['serve', configPath], { env: registryEnv(), cwd: workDir });
     let exitedEarly: string | undefined;
     void proc.exited.then((code) => {
       exitedEarly = `registry exited (${String(code)})`;
     });
-    const url = `http://${hostPort}`;
+    const url = `${opts.tls ? 'https' : 'http'}://${hostPort}`;
     try {
       await waitFor(
         async () => {
-          const res = await request(`${url}/v2/`, { timeoutMs: 1_000 });
+          // Only "is it up": the tests themselves decide what to trust.
+          const client = opts.tls?.probeClient;
+          const res = await request(`${url}/v2/`, {
+            timeoutMs: 1_000,
+            tls: { rejectUnauthorized: false, ...(client && { cert: readFileSync(client.cert), key: readFileSync(client.key) }) },
+          });
           return res.status === 200 || res.status === 401;
         },
         {

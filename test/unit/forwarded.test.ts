@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { parseCidrList } from '../../src/client-ip.js';
-import { applyForwardedFields, createForwardedHeaders } from '../../src/forwarded.js';
+import { applyForwardedFields, createForwardedHeaders, requestHost } from '../../src/forwarded.js';
 
 const req = (remoteAddress: string | undefined, headers: Record<string, string | string[]>, encrypted = false) =>
   ({ socket: { remoteAddress, encrypted }, headers }) as unknown as IncomingMessage;
@@ -54,5 +54,19 @@ describe('createForwardedHeaders: the proxy writes the forwarding headers itself
     const headers: Record<string, unknown> = { ...spoofed, accept: '*/*' };
     applyForwardedFields(headers, untrusting(req(undefined, spoofed)));
     expect(headers).toEqual({ host: 'proxy.example:8080', accept: '*/*', 'x-forwarded-host': 'proxy.example:8080', 'x-forwarded-proto': 'http', 'x-forwarded-port': '8080' });
+  });
+});
+
+describe('HTTP/2: :authority stands for Host', () => {
+  const untrusting = createForwardedHeaders(parseCidrList([], 'trustedProxies'));
+  it('an h2 request without Host: X-Forwarded-Host/-Port come from :authority, -Proto from the TLS socket', () => {
+    const h2 = req('192.0.2.7', { ':authority': 'registry.example:8443', ':method': 'GET', ':path': '/v2/', ':scheme': 'https' }, true);
+    expect(requestHost(h2)).toBe('registry.example:8443');
+    expect(untrusting(h2)).toMatchObject({ 'x-forwarded-host': 'registry.example:8443', 'x-forwarded-proto': 'https', 'x-forwarded-port': '8443' });
+  });
+  it(':authority wins over a Host sent alongside it; HTTP/1.1 requests use Host', () => {
+    expect(requestHost(req('192.0.2.7', { ':authority': 'a.example', host: 'b.example' }))).toBe('a.example');
+    expect(requestHost(req('192.0.2.7', { host: 'b.example' }))).toBe('b.example');
+    expect(requestHost(req('192.0.2.7', {}))).toBeUndefined();
   });
 });
