@@ -192,7 +192,7 @@ describe.skipIf(!hasCtr && !hasPodman)('containerd and podman push (steered and 
       const remote = `${proxy.hostPort}/team/${name}:v1`;
       const user = auth === 'anonymous' ? [] : ['--user', `${creds.username}:${creds.password}`];
       const expectFailure = auth !== 'anonymous' && (steer === 'on' || steer === 'redirect');
-      const pushed = await containerd.ctr(['images', 'push', '--plain-http', ...user, remote, local], { timeoutMs: expectFailure ? 10_000 : 60_000 });
+      const pushed = await containerd.ctr(['images', 'push', '--plain-http', ...user, remote, local], { timeoutMs: expectFailure ? 30_000 : 60_000 });
       const layerBytes = img.layers.reduce((n, l) => n + l.size, 0);
       if (auth !== 'anonymous' && steer === 'redirect') {
         // Go's HTTP client drops Authorization on a redirect to another host: the POST arrives
