@@ -18,11 +18,16 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 RUN npm run build
 
-# ---- deps: production dependencies only, without typings and source maps ------------------------
+# ---- deps: production dependencies and every optional peer, without typings and source maps ------
+# The cloud SDKs are optional peer dependencies of the package (a library user
+# installs only the one it uses); the image serves any config, so it installs them all, at the
+# versions the lockfile pins: the peers become dependencies, devDependencies are dropped, then
+# `npm install --omit=dev` resolves against the lockfile.
 FROM node:${NODE_VERSION}-alpine AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
+RUN node -e "const fs=require('fs');const p=JSON.parse(fs.readFileSync('package.json'));p.dependencies={...p.dependencies,...p.peerDependencies};delete p.devDependencies;delete p.peerDependencies;delete p.peerDependenciesMeta;fs.writeFileSync('package.json',JSON.stringify(p))" \
+ && npm install --omit=dev --ignore-scripts --no-audit --no-fund \
  && find node_modules -type f \( -name '*.d.ts' -o -name '*.d.mts' -o -name '*.d.cts' -o -name '*.map' \) -delete \
  && npm cache clean --force
 

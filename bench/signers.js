@@ -4,7 +4,11 @@ import { generateKeyPairSync } from 'node:crypto';
 import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { Bench } from 'tinybench';
-import { azureSigner, cachedSigner, cloudfrontSigner, gcsSigner, hmacSigner, s3Signer } from '../dist/index.js';
+import { cachedSigner, hmacSigner } from '../dist/index.js';
+import { azureSigner } from '../dist/signers/azure.js';
+import { cloudfrontSigner } from '../dist/signers/cloudfront.js';
+import { gcsSigner } from '../dist/signers/gcs.js';
+import { s3Signer } from '../dist/signers/s3.js';
 
 const pem = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
 const azuriteKey = 'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==';

@@ -148,7 +148,7 @@ async function startAzurite(work, host) {
 
 async function startNodeRegistry(container, endpoint) {
   const { createRegistry } = await import('../examples/express-node-registry/registry.js');
-  const { azureSigner } = await import('../dist/index.js');
+  const { azureSigner } = await import('../dist/signers/azure.js');
   const registry = await createRegistry({ container, signer: azureSigner({ account: ACCOUNT, accountKey: ACCOUNT_KEY, container: CONTAINER, endpoint }) });
   return { url: await serveNodeRegistry(stack, registry), kind: 'node' };
 }
@@ -172,7 +172,7 @@ async function startProxy(work, upstream, storageEndpoint) {
   ].join('\n');
   const path = join(work, 'proxy.yaml');
   await writeFile(path, yaml);
-  const config = loadConfig(path, { DEMO_AZURE_KEY: ACCOUNT_KEY });
+  const config = await loadConfig(path, { DEMO_AZURE_KEY: ACCOUNT_KEY });
   const quiet = () => {};
   const logger = { debug: quiet, info: quiet, warn: (o, m) => say(`      proxy: ${m ?? ''} ${JSON.stringify(o)}`), error: (o, m) => say(`      proxy error: ${m ?? ''} ${JSON.stringify(o)}`) };
   const running = await startServer(config, logger);

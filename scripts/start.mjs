@@ -103,7 +103,7 @@ async function main() {
   await writeFile(configPath, yaml);
   const { loadConfig } = await import('../dist/server/config.js');
   const { startServer } = await import('../dist/server/server.js');
-  const config = loadConfig(configPath, { ...process.env, ORIGIN_KEY: randomBytes(32).toString('hex') });
+  const config = await loadConfig(configPath, { ...process.env, ORIGIN_KEY: randomBytes(32).toString('hex') });
   const log = (level) => (obj, msg) => process.stderr.write(`proxy ${level}: ${msg ?? ''} ${JSON.stringify(obj)}\n`);
   const quiet = () => {};
   const running = await startServer(config, { debug: quiet, info: quiet, warn: log('warn'), error: log('error') });

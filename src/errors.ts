@@ -3,6 +3,7 @@ import type { ServerResponse } from 'node:http';
 /** Stable codes for every failure this package reports. */
 export type ErrorCode =
   | 'CONFIG_INVALID'
+  | 'DEPENDENCY_MISSING'
   | 'UPSTREAM_UNREACHABLE'
   | 'UPSTREAM_TIMEOUT'
   | 'AUTHORIZE_QUEUE_FULL'

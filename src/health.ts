@@ -1,84 +1,10 @@
-import http from 'node:http';
-import https from 'node:https';
 import { RegistryRedirectError, configError } from './errors.js';
 import { errorForLog } from './log.js';
 import type { CompleteObserver } from './metrics.js';
 import { isValidDigest, isValidRepositoryName } from './routes.js';
-import type { Logger, Signer, UpstreamTlsOptions } from './types.js';
+import type { Logger, ProbeResult, Signer, SignerHealth, SignerHealthOptions, SignerStatus, UpstreamTlsOptions } from './types.js';
 
-/**
- * A storage probe: fetch one known blob through a fresh signed URL (`Range: bytes=0-0`, so only
- * one byte moves). Any 2xx is a pass; anything else, a network error or a timeout is a failure.
- */
-export interface SignerProbeOptions {
-  /** Repository the blob belongs to (per-repository layouts need it). Example `library/alpine`. */
-  repository: string;
-  /** Digest of a blob that exists in every probed storage. Example `sha256:<64 hex>`. */
-  digest: string;
-  /** Milliseconds between probes. Default 30 000. */
-  interval?: number;
-  /** Milliseconds a probe may take (signing plus the fetch). Default 5 000. */
-  timeout?: number;
-  /** Names of the signers to probe (`default` is the `signer` option). Default: all. */
-  signers?: readonly string[];
-}
-
-/**
- * Circuit breaker per signer (option `health`). After `failureThreshold` consecutive failures
- * (probe failures and signer errors during requests both count) the signer is unhealthy and the
- * blobs it would redirect fall back per `onSignerError` (default: proxied). It is healthy again
- * after the next passing probe or, for a signer without a probe, after `retryAfter` when the next
- * request signs successfully.
- */
-export interface SignerHealthOptions {
-  /** Consecutive failures that open the breaker. Default 3. */
-  failureThreshold?: number;
-  /** Signers without a probe: milliseconds before traffic tries the signer again. Default 30 000. */
-  retryAfter?: number;
-  /** Periodic storage probe. Default none. */
-  probe?: SignerProbeOptions;
-}
-
-/** The outcome of one probe. */
-export interface ProbeResult {
-  readonly ok: boolean;
-  /** Storage's HTTP status, when it answered. */
-  readonly status?: number;
-  /** Why it failed (redacted: never a signature). */
-  readonly error?: string;
-  /** Duration in milliseconds. */
-  readonly ms: number;
-}
-
-/** The state of one signer as `/readyz` and `check` report it. */
-export interface SignerStatus {
-  readonly healthy: boolean;
-  readonly consecutiveFailures: number;
-  /** Epoch milliseconds of the last state change. */
-  readonly since: number;
-  readonly lastError?: string;
-  readonly lastProbe?: ProbeResult & { readonly at: number };
-}
-
-/** Health of every configured signer. */
-export interface SignerHealth {
-  /** Hot path: may this signer be used now? */
-  available(name: string): boolean;
-  /** Report a successful signing (closes a half-open breaker). */
-  success(name: string): void;
-  /** Report a failed signing. */
-  failure(name: string, err: unknown): void;
-  /** True when at least one signer is healthy. */
-  anyHealthy(): boolean;
-  /** Snapshot of every signer. */
-  status(): Record<string, SignerStatus>;
-  /** Run the probe of every probed signer now and apply the results. */
-  probeNow(): Promise<Record<string, ProbeResult>>;
-  /** Publish the current state to the observer (after a reload made this instance current). */
-  publish(): void;
-  /** Stop probing. */
-  close(): void;
-}
+export type { ProbeResult, SignerHealth, SignerHealthOptions, SignerProbeOptions, SignerStatus } from './types.js';
 
 export const DEFAULT_HEALTH = { failureThreshold: 3, retryAfter: 30_000, interval: 30_000, timeout: 5_000 } as const;
 
@@ -125,7 +51,8 @@ export function httpStatus(url: string, opts: { headers?: Record<string, string>
       reject(new RegistryRedirectError('SIGNER_FAILED', 'not a URL', { cause }));
       return;
     }
-    const get = target.protocol === 'https:' ? https.get : http.get;
+    // Loaded on first use: importing node:https costs more than the rest of the package.
+    const get = target.protocol === 'https:' ? process.getBuiltinModule('node:https').get : process.getBuiltinModule('node:http').get;
     const req = get(target, { ...opts.tls, headers: opts.headers, agent: false }, (res) => {
       clearTimeout(timer);
       res.resume();

@@ -1,8 +1,6 @@
 export { registryRedirect } from './middleware.js';
-export { azureSigner, type AzureSignerOptions } from './signers/azure.js';
-export { s3Signer, type S3SignerOptions } from './signers/s3.js';
-export { gcsSigner, type GcsSignerOptions } from './signers/gcs.js';
-export { cloudfrontSigner, type CloudFrontSignerOptions } from './signers/cloudfront.js';
+// Cloud signers are subpath exports (`registry-redirect/azure`, `/s3`, `/gcs`, `/cloudfront`): each
+// imports its SDK, an optional peer dependency, so only the one a user imports must be installed.
 export { hmacSigner, HMAC_PRESETS, type HmacSignerOptions, type HmacAlgorithm, type HmacPreset, type TokenEncoding } from './signers/hmac.js';
 export { originSigner, ORIGIN_PATH_PREFIX, type OriginSigner, type OriginSignerOptions, type OriginDescriptor, type OriginToken } from './signers/origin.js';
 export { createOriginHandler, type OriginHandler, type OriginHandlerOptions } from './origin/server.js';
@@ -16,6 +14,7 @@ export { RegistryRedirectError, type ErrorCode } from './errors.js';
 export {
   compileRollout,
   stickyBucket,
+  type CompileRolloutOptions,
   type CompiledRollout,
   type RolloutAction,
   type RolloutClientKey,
@@ -25,7 +24,6 @@ export {
   type RolloutRule,
 } from './rollout.js';
 export type { PushAction, PushOptions, PushRule, UploadAction, UploadReason } from './push.js';
-export { createClientIpResolver, type ClientAddress, type ClientIpResolver } from './client-ip.js';
 export {
   prometheusMetrics,
   type AuthorizeOutcome,

@@ -1,5 +1,5 @@
-import http from 'node:http';
-import https from 'node:https';
+import type http from 'node:http';
+import type https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ClientIpResolver } from './client-ip.js';
 import { RegistryRedirectError, sendOciError } from './errors.js';
@@ -66,7 +66,8 @@ export interface UpstreamPools {
 
 /** `tls`: the TLS options every pool connects with (see upstreamAgentOptions in upstream-tls.ts). */
 export function createUpstreamPools(upstream: URL, limits: ResolvedLimits, tls: https.AgentOptions = {}): UpstreamPools {
-  const Agent = upstream.protocol === 'https:' ? https.Agent : http.Agent;
+  // getBuiltinModule: node:https costs more to load than the rest of the package; only proxy mode needs it.
+  const Agent = upstream.protocol === 'https:' ? process.getBuiltinModule('node:https').Agent : process.getBuiltinModule('node:http').Agent;
   // The agents are unbounded: the probe and createPassThrough queue in front of them, where a
   // request can be withdrawn at its deadline (one queued inside an agent gets a connection opened
   // for it, and only then can it be dropped).

@@ -1,60 +1,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { UploadAction } from './push.js';
-import type { CacheResult } from './signers/cache.js';
+import type * as promClient from 'prom-client';
+import type { Registry } from 'prom-client';
+import { requireDependency } from './lazy.js';
+import type { RedirectObserver } from './types.js';
 
-/** What happened to an authorized blob GET (label `action`). */
-export type DecisionAction =
-  /** 307 to a signed URL. */
-  | 'redirect'
-  /** Served from the upstream: by policy, override header, unhealthy or failing signer. */
-  | 'proxy'
-  /** Shadow mode: the policy chose redirect and signing worked, but the blob was proxied. */
-  | 'shadow'
-  /** The signer failed and `onSignerError: 'error'` answered 503. */
-  | 'error';
-
-/** The authorizing step's outcome (label `outcome`). */
-export type AuthorizeOutcome = 'granted' | 'denied' | 'error';
-
-/**
- * Why a redirect fell back (label `reason` of the fallbacks counter). `same_host`: the signed URL's
- * host is the registry's host or a subdomain of it, where clients send their registry credentials,
- * so the blob was proxied (see `allowRedirectToRegistryHost`).
- */
-export type FallbackReason = 'signer_error' | 'signer_timeout' | 'signer_unhealthy' | 'same_host';
-
-/** A signed-URL cache lookup result (label `result`). */
-export type { CacheResult };
-
-/**
- * The events the middleware reports. Every label value comes from configuration (signer names,
- * rule names) or a fixed set, never from the request: credentials, repositories and client
- * addresses never become labels. Implement it to feed another metrics system; `prometheusMetrics()`
- * is the built-in one. Every method is optional.
- */
-export interface RedirectObserver {
-  /** One per authorized blob GET: what was done, with which signer (`none` if none), and why. */
-  decision?(action: DecisionAction, signer: string, reason: string): void;
-  /** A signer call finished (`ok: false` on error or timeout). */
-  signed?(signer: string, seconds: number, ok: boolean): void;
-  /** The authorizing step (upstream HEAD or embedded hook) finished. */
-  authorized?(seconds: number, outcome: AuthorizeOutcome): void;
-  /** A redirect was replaced by a fallback: `onSignerError`, or proxying for `same_host`. */
-  fallback?(signer: string, reason: FallbackReason): void;
-  /** Blob bytes delivered: `redirected` (size of redirected blobs) or `proxied` (Content-Length served). */
-  bytes?(delivery: 'redirected' | 'proxied', bytes: number): void;
-  /** A signer's circuit breaker changed (or was first reported). */
-  signerHealth?(signer: string, healthy: boolean): void;
-  /** A storage probe through a signer finished. */
-  probe?(signer: string, ok: boolean): void;
-  /** A signed-URL cache lookup (wire `cachedSigner`'s `onResult` here). */
-  cacheResult?(signer: string, result: CacheResult): void;
-  /** Origin mode: one answered origin request (status 200, 206, 304, 403, 404, 405, 416) and the body bytes sent. */
-  origin?(status: number, bytes: number): void;
-  /** One per upload-start POST seen with `push` configured: what was done with it, and why (see `UploadReason`). */
-  upload?(action: UploadAction, reason: string): void;
-}
+export type { AuthorizeOutcome, CacheResult, DecisionAction, FallbackReason, RedirectObserver } from './types.js';
 
 /** An observer with every method present (the middleware's internal form). */
 export type CompleteObserver = Required<RedirectObserver>;
@@ -117,6 +67,8 @@ const AUTHORIZE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
  * ```
  */
 export function prometheusMetrics(options: PrometheusMetricsOptions = {}): PrometheusMetrics {
+  // prom-client is loaded by the first metrics object, not when the package is imported.
+  const { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } = requireDependency<typeof promClient>('prom-client');
   const registry = options.registry ?? new Registry();
   const registers = [registry];
   if (options.defaultMetrics) collectDefaultMetrics({ register: registry });

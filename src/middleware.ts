@@ -29,37 +29,44 @@ export const DEFAULT_TIMEOUTS = { authorize: 10_000, upstream: 60_000, signer: 5
 
 type Next = (err?: unknown) => void;
 
+/**
+ * Every option of {@link registryRedirect}, for the unknown-option check. `satisfies` makes
+ * TypeScript reject this object when an option is added to (or removed from) `RegistryRedirectOptions`
+ * without it.
+ */
+const OPTION_KEYS = {
+  upstream: true,
+  signer: true,
+  authorize: true,
+  tokenAuth: true,
+  decisionCache: true,
+  onSignerError: true,
+  timeouts: true,
+  logger: true,
+  signers: true,
+  rollout: true,
+  trustedProxies: true,
+  metrics: true,
+  health: true,
+  acceptUpstreamRedirect: true,
+  allowRedirectToRegistryHost: true,
+  push: true,
+  limits: true,
+  upstreamTLS: true,
+} as const satisfies Record<keyof RegistryRedirectOptions, true>;
+const KNOWN_OPTIONS: ReadonlySet<string> = new Set(Object.keys(OPTION_KEYS));
+
 function validateOptions(options: RegistryRedirectOptions): void {
   if (options === null || typeof options !== 'object') {
     throw new RegistryRedirectError('CONFIG_INVALID', 'registryRedirect(options): options must be an object');
   }
-  const known = new Set([
-    'upstream',
-    'signer',
-    'authorize',
-    'onSignerError',
-    'timeouts',
-    'logger',
-    'signers',
-    'rollout',
-    'trustedProxies',
-    'metrics',
-    'health',
-    'tokenAuth',
-    'decisionCache',
-    'acceptUpstreamRedirect',
-    'allowRedirectToRegistryHost',
-    'push',
-    'limits',
-    'upstreamTLS',
-  ]);
   for (const key of Object.keys(options)) {
-    if (!known.has(key)) {
-      throw new RegistryRedirectError('CONFIG_INVALID', `registryRedirect: unknown option "${key}"; known options are ${[...known].join(', ')}`);
+    if (!KNOWN_OPTIONS.has(key)) {
+      throw new RegistryRedirectError('CONFIG_INVALID', `registryRedirect: unknown option "${key}"; known options are ${[...KNOWN_OPTIONS].join(', ')}`);
     }
   }
   if (!options.signer || typeof options.signer.sign !== 'function' || typeof options.signer.name !== 'string') {
-    throw new RegistryRedirectError('CONFIG_INVALID', 'registryRedirect: `signer` is required: pass a signer such as azureSigner({ account, accountKey, container })');
+    throw new RegistryRedirectError('CONFIG_INVALID', 'registryRedirect: `signer` is required: pass a signer such as hmacSigner({ ... }), azureSigner({ ... }) from registry-redirect/azure, or defineSigner({ name, sign })');
   }
   if (options.upstream === undefined && typeof options.authorize !== 'function') {
     throw new RegistryRedirectError(

@@ -1,7 +1,8 @@
 import type http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { createProxyMiddleware } from 'http-proxy-middleware';
+import type * as hpm from 'http-proxy-middleware';
 import { sendOciError } from './errors.js';
+import { requireDependency } from './lazy.js';
 import { applyForwardedFields, type ForwardedHeaders } from './forwarded.js';
 import { createSlotQueue } from './limits.js';
 import { errorForLog } from './log.js';
@@ -70,6 +71,8 @@ export function stripConnectionHeaders(headers: http.IncomingHttpHeaders): void 
 export function createPassThrough(opts: PassThroughOptions): PassThrough {
   // The proxy request of each client request whose upstream timer fired: its error is a 504.
   const timedOut = new WeakSet<IncomingMessage>();
+  // Loaded with the first proxy-mode middleware, not when the package is imported.
+  const { createProxyMiddleware } = requireDependency<typeof hpm>('http-proxy-middleware');
   const deadlines = new WeakMap<IncomingMessage, Deadline>();
   const slots = opts.maxConcurrent === undefined ? undefined : createSlotQueue(opts.maxConcurrent);
   // Per-request response hooks (push steering); most requests have none.

@@ -1,93 +1,14 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { z } from 'zod';
 import type { ClientIpResolver } from './client-ip.js';
 import { configError } from './errors.js';
 import type { CompleteObserver } from './metrics.js';
-import { compileRollout, type RolloutPolicy, type RolloutRule } from './rollout.js';
+import { once, zod } from './lazy.js';
+import { compilePolicy, type RolloutPolicy } from './rollout.js';
 import { isValidRepositoryName } from './routes.js';
-import { parseConfigPart } from './server/validate.js';
-import type { Logger } from './types.js';
+import type { Logger, PushAction, PushOptions } from './types.js';
+import { parseConfigPart } from './validate.js';
 
-/** What a push rule (or the default) does with an upload-session POST. */
-export type PushAction = 'steer' | 'proxy';
-
-/**
- * One push rule: the conditions of a rollout rule (`percent`, `repositories`, `networks`,
- * `userAgents`; every condition given must hold) plus an action. First match wins.
- *
- * @example
- * ```ts
- * { networks: ['10.0.0.0/8'], action: 'steer' }
- * { repositories: ['mirror/**'], action: 'proxy' }
- * ```
- */
-export interface PushRule extends Pick<RolloutRule, 'name' | 'percent' | 'repositories' | 'networks' | 'userAgents'> {
-  /** `steer` (the upload goes to `endpoint`) or `proxy` (it streams through this proxy). */
-  action: PushAction;
-}
-
-/**
- * Push steering (option `push`, proxy mode only): upload sessions are sent straight to the
- * registry's direct write address, so layer bytes never pass through this proxy.
- *
- * Only `POST /v2/<name>/blobs/uploads/` without a body and without `mount`/`from`/`digest` is
- * steered; the upstream still answers that POST with the caller's credentials, so no session
- * opens without its yes.
- *
- * @example
- * ```ts
- * push: {
- *   endpoint: 'https://registry-direct.example.com',
- *   rules: [{ repositories: ['mirror/**'], action: 'proxy' }],
- *   default: 'steer',
- * }
- * ```
- */
-export interface PushOptions {
-  /**
-   * The registry's direct write address: scheme, host, port and an optional path prefix, e.g.
-   * `https://registry-direct.example.com` or `http://10.0.0.5:5000/registry`. Clients send their
-   * registry credentials there (see the README's security notes). Required.
-   */
-  endpoint: string | URL;
-  /**
-   * `'steer'` (default): the POST goes upstream as any other request and the `Location` of its
-   * `202` is pointed at `endpoint`, so PATCH/PUT go there with the client's credentials.
-   * `'redirect'`: answer the POST itself with `307` to `endpoint`. Go clients (skopeo, podman,
-   * containerd) drop `Authorization` on a redirect to another host, so this works only for
-   * anonymous pushes or an endpoint on the same host name.
-   */
-  mode?: 'steer' | 'redirect';
-  /** Rules, first match wins. Default none. */
-  rules?: readonly PushRule[];
-  /** Action when no rule matches. Default `'steer'`. */
-  default?: PushAction;
-  /** Decide, log and count (`action="shadow"`), but stream every upload through the proxy. Default `false`. */
-  shadow?: boolean;
-  /** Client identity for `percent` rules, as `rollout.clientKey`. Default `'ip'`. */
-  clientKey?: RolloutPolicy['clientKey'];
-  /** Mixed into the `percent` hash, as `rollout.seed`. Default `""`. */
-  seed?: string;
-}
-
-/** What happened to an upload-session POST (label `action` of the upload decisions counter). */
-export type UploadAction =
-  /** The 202's `Location` now names the write endpoint. */
-  | 'steer'
-  /** `mode: redirect`: the POST was answered with 307 to the write endpoint. */
-  | 'redirect'
-  /** The upload streams through the proxy (policy, mount, monolithic, upstream's refusal). */
-  | 'proxy'
-  /** Shadow mode: it would have been steered. */
-  | 'shadow';
-
-/**
- * Why (label `reason`): `default`, `rule:<name>` or `rules[<i>]` from the policy; `mount`
- * (cross-repository mount), `monolithic` (a POST carrying the blob), `not_accepted` (the upstream
- * answered something other than 202, e.g. its 401), `unexpected_location` (a 202 whose `Location`
- * is not this repository's upload session, left alone).
- */
-export type UploadReason = string;
+export type { PushAction, PushOptions, PushRule, UploadAction, UploadReason } from './types.js';
 
 /** A compiled `push` option; `handle` does no parsing or compiling. */
 export interface PushSteering {
@@ -104,33 +25,37 @@ export interface PushSteering {
 /** Sees (and may edit) the upstream's response head before it is copied to the client. */
 export type UpstreamResponseHook = (upstreamRes: IncomingMessage) => void;
 
-const ACTION = z.enum(['steer', 'proxy'], { error: 'write "steer" or "proxy"' });
+/** The `push` option's schema, built on first use (zod loads when a config is validated). */
+const pushSchema = once(() => {
+  const { z } = zod();
+  const ACTION = z.enum(['steer', 'proxy'], { error: 'write "steer" or "proxy"' });
 
-const pushSchema = z
-  .object({
-    endpoint: z.union([z.string(), z.instanceof(URL)], { error: 'write the registry\'s direct write address, e.g. "https://registry-direct.example.com"' }),
-    mode: z.enum(['steer', 'redirect'], { error: 'write "steer" (default: the upload Location points at the endpoint) or "redirect" (307 the POST; anonymous pushes only)' }).optional(),
-    rules: z
-      .array(
-        z
-          .object({
-            name: z.unknown().optional(),
-            percent: z.unknown().optional(),
-            repositories: z.unknown().optional(),
-            networks: z.unknown().optional(),
-            userAgents: z.unknown().optional(),
-            action: ACTION,
-          })
-          .strict(),
-        { error: 'write a list of rules, e.g. [{ networks: [10.0.0.0/8], action: steer }]' },
-      )
-      .optional(),
-    default: ACTION.optional(),
-    shadow: z.boolean({ error: 'write true (decide and count, but proxy every upload) or false' }).optional(),
-    clientKey: z.unknown().optional(),
-    seed: z.unknown().optional(),
-  })
-  .strict();
+  return z
+    .object({
+      endpoint: z.union([z.string(), z.instanceof(URL)], { error: 'write the registry\'s direct write address, e.g. "https://registry-direct.example.com"' }),
+      mode: z.enum(['steer', 'redirect'], { error: 'write "steer" (default: the upload Location points at the endpoint) or "redirect" (307 the POST; anonymous pushes only)' }).optional(),
+      rules: z
+        .array(
+          z
+            .object({
+              name: z.unknown().optional(),
+              percent: z.unknown().optional(),
+              repositories: z.unknown().optional(),
+              networks: z.unknown().optional(),
+              userAgents: z.unknown().optional(),
+              action: ACTION,
+            })
+            .strict(),
+          { error: 'write a list of rules, e.g. [{ networks: [10.0.0.0/8], action: steer }]' },
+        )
+        .optional(),
+      default: ACTION.optional(),
+      shadow: z.boolean({ error: 'write true (decide and count, but proxy every upload) or false' }).optional(),
+      clientKey: z.unknown().optional(),
+      seed: z.unknown().optional(),
+    })
+    .strict();
+});
 
 /** Parses the endpoint: http(s), no query, fragment or credentials; a trailing `/` is dropped. */
 function parseEndpoint(value: string | URL, key: string): URL {
@@ -222,7 +147,7 @@ export function compilePush(
   if (options === null || typeof options !== 'object' || Array.isArray(options)) {
     configError(`${key}: write an object, e.g. { endpoint: "https://registry-direct.example.com" }`);
   }
-  const p = parseConfigPart(pushSchema, options, key);
+  const p = parseConfigPart(pushSchema(), options, key);
   const endpoint = parseEndpoint(p.endpoint, `${key}.endpoint`);
   const mode = p.mode ?? 'steer';
   const shadow = p.shadow ?? false;
@@ -233,7 +158,7 @@ export function compilePush(
     ...(p.clientKey !== undefined ? { clientKey: p.clientKey } : {}),
     ...(p.seed !== undefined ? { seed: p.seed } : {}),
   } as RolloutPolicy;
-  const rules = compileRollout(policy, { signerNames: ['default'], clientIp: context.clientIp, path: key });
+  const rules = compilePolicy(policy, { signerNames: ['default'], clientIp: context.clientIp, path: key });
   const { observer, logger } = context;
   const shownEndpoint = endpointForLog(endpoint);
 

@@ -1,131 +1,14 @@
 import type { IncomingMessage } from 'node:http';
-import picomatch from 'picomatch';
-import { z } from 'zod';
-import { parseCidrList, type ClientAddress, type ClientIpResolver } from './client-ip.js';
+import type picomatchType from 'picomatch';
+import type * as re2js from 're2js';
+import type { z as Z } from 'zod';
+import { createClientIpResolver, parseCidrList, type ClientAddress, type ClientIpResolver } from './client-ip.js';
 import { RegistryRedirectError } from './errors.js';
-import { parseConfigPart, suggestKey } from './server/validate.js';
+import { once, requireDependency, zod } from './lazy.js';
+import type { CompiledRollout, RolloutAction, RolloutDecision, RolloutPolicy, RolloutRule } from './types.js';
+import { parseConfigPart, suggestKey } from './validate.js';
 
-/** What a rule (or the default) does with an authorized blob GET. */
-export type RolloutAction = 'redirect' | 'proxy';
-
-/**
- * How a client is identified for sticky `percent` rules. The key is only ever hashed into a
- * bucket; it is never logged, stored, or used as a metric label.
- * - `'ip'` (default): the client address (see `trustedProxies`).
- * - `'subject'`: the user name of Basic credentials, or the `sub` claim of a Bearer JWT (decoded,
- *   not verified: a client that forges its subject only picks its own bucket; `percent` is a
- *   rollout knob, never access control). Falls back to the client address for anonymous pulls
- *   and opaque tokens. The password or token itself never enters the key.
- * - a function `(req) => string | undefined` for anything else (`undefined` -> client address).
- */
-export type RolloutClientKey = 'ip' | 'subject' | ((req: IncomingMessage) => string | undefined);
-
-/**
- * One rollout rule: conditions plus an action. Every condition given must hold (AND); within a
- * list, any entry may match (OR). A rule without conditions matches every request.
- *
- * @example
- * ```ts
- * { networks: ['10.0.0.0/8'], action: 'redirect', signer: 's3' }
- * { repositories: ['internal/**'], action: 'proxy' }
- * { percent: 30, action: 'redirect', signer: 'cdn' }
- * ```
- */
-export interface RolloutRule {
-  /** Label used as the decision `reason` in metrics and logs (`rule:<name>`). Default `rules[<index>]`. Example `vpc`. */
-  name?: string;
-  /**
-   * Sticky share of clients, 0-100 (two decimals). A client is in when the stable hash of its
-   * key (see `clientKey`) falls below the share, so raising 5 -> 20 keeps the first 5% in and
-   * every replica with the same `seed` agrees. Example `1`.
-   */
-  percent?: number;
-  /**
-   * Repository globs (picomatch: `*` stays inside one path segment, `**` spans segments and also
-   * matches the prefix itself). A list includes; entries starting with `!` exclude. Or
-   * `{ include, exclude }`. Example `["internal/**", "!internal/public/**"]`.
-   */
-  repositories?: readonly string[] | { include?: readonly string[]; exclude?: readonly string[] };
-  /** Client networks, IPv4 and IPv6 CIDRs or single addresses. Example `["10.0.0.0/8", "fd00::/8"]`. */
-  networks?: readonly string[];
-  /**
-   * User-Agent regular expressions, case-insensitive, tested against the first 1024 characters.
-   * A list is an allow list; `{ allow, deny }` for both. Fragile: BuildKit and CRI send a bare
-   * `containerd/<v>`; prefer `networks`. Example `{ deny: ["^regclient/"] }`.
-   */
-  userAgents?: readonly string[] | { allow?: readonly string[]; deny?: readonly string[] };
-  /**
-   * Matches only blobs at least this large: bytes, or a size like `"8MiB"`, `"10MB"`. The size is
-   * the upstream's `Content-Length` on the authorizing HEAD; an unknown size never matches.
-   */
-  minSize?: number | string;
-  /**
-   * `false`: matches only requests without a `Range` header (so resumes are served by the
-   * upstream, as zot does). `true`: matches only ranged requests. Omitted: both (the default is to
-   * redirect ranged requests too).
-   */
-  range?: boolean;
-  /** `redirect` (to a signed URL) or `proxy` (serve the bytes from the upstream). */
-  action: RolloutAction;
-  /** Redirect only: a key of the `signers` map. Omitted -> the default `signer`. */
-  signer?: string;
-}
-
-/** The default decision: an action, or a redirect to a named signer. */
-export type RolloutDefault = RolloutAction | { action: RolloutAction; signer?: string };
-
-/**
- * The rollout policy (option `rollout`): ordered rules, first match wins, then `default`. Without
- * a policy every authorized blob GET is redirected with the default signer.
- *
- * @example
- * ```ts
- * rollout: {
- *   rules: [
- *     { networks: ['10.0.0.0/8'], action: 'proxy' },
- *     { percent: 30, action: 'redirect', signer: 'cdn' },
- *   ],
- *   default: 'proxy',
- * }
- * ```
- */
-export interface RolloutPolicy {
-  /** Rules, first match wins. Default none. */
-  rules?: readonly RolloutRule[];
-  /** Decision when no rule matches. Required: `"redirect"` (rules are exceptions) or `"proxy"` (rules opt in). */
-  default: RolloutDefault;
-  /**
-   * `'enforce'` (default) acts on decisions. `'shadow'` computes each decision and signs, logs and
-   * counts it (`action="shadow"`), but serves every blob from the upstream: validate a policy on
-   * live traffic before any client sees a redirect.
-   */
-  mode?: 'enforce' | 'shadow';
-  /** Client identity for `percent`. Default `'ip'`. See {@link RolloutClientKey}. */
-  clientKey?: RolloutClientKey;
-  /** Mixed into the `percent` hash; change it to draw a different cohort. Default `""`. Example `"2026-05"`. */
-  seed?: string;
-  /**
-   * Name of a request header that forces `proxy` for that request (debugging: "is the CDN the
-   * problem?"). Off by default. It can only ever turn a redirect off, so any client may send it.
-   * Example `X-Registry-Redirect-Bypass`.
-   */
-  overrideHeader?: string;
-}
-
-/** A decision for one authorized blob GET. Frozen, shared between requests. */
-export interface RolloutDecision {
-  readonly action: RolloutAction;
-  /** Signer name for a redirect (`default` or a key of `signers`); `none` for proxy. */
-  readonly signer: string;
-  /** Why: `default`, `rule:<name>`, `rules[<i>]` or `override_header`. Bounded: a metric label. */
-  readonly reason: string;
-}
-
-/** A compiled policy; `decide` does no parsing or compiling. */
-export interface CompiledRollout {
-  readonly mode: 'enforce' | 'shadow';
-  decide(req: IncomingMessage, repository: string, size: number | undefined): RolloutDecision;
-}
+export type { CompiledRollout, RolloutAction, RolloutClientKey, RolloutDecision, RolloutDefault, RolloutPolicy, RolloutRule } from './types.js';
 
 /** The name of the signer given as `signer` (the default one). */
 export const DEFAULT_SIGNER = 'default';
@@ -136,54 +19,6 @@ const UA_MAX = 1024;
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const RULE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 const RESERVED_REASONS = new Set(['default', 'override_header']);
-
-const action = z.enum(['redirect', 'proxy'], { error: 'write "redirect" or "proxy"' });
-const strings = (example: string) =>
-  z.array(z.string({ error: `write a string, e.g. ${example}` }), { error: `write a list, e.g. [${example}]` });
-const signerName = z.string({ error: 'write the name of a signer from `signers`, e.g. "cdn"' });
-
-const ruleSchema = z
-  .object({
-    name: z.string().regex(RULE_NAME, { error: 'write 1-64 letters, digits, "_", "." or "-", e.g. "vpc"' }).optional(),
-    percent: z
-      .number({ error: 'write a number from 0 to 100, e.g. 30' })
-      .min(0, { error: 'write a number from 0 to 100, e.g. 30' })
-      .max(100, { error: 'write a number from 0 to 100, e.g. 30' })
-      .optional(),
-    repositories: z
-      .union([strings('"internal/**"'), z.object({ include: strings('"team/**"').optional(), exclude: strings('"team/secret/**"').optional() }).strict()], {
-        error: 'write a list of globs, e.g. ["internal/**", "!internal/public/**"], or { include: [...], exclude: [...] }',
-      })
-      .optional(),
-    networks: strings('"10.0.0.0/8"').optional(),
-    userAgents: z
-      .union([strings('"^containerd/"'), z.object({ allow: strings('"^containerd/"').optional(), deny: strings('"^regclient/"').optional() }).strict()], {
-        error: 'write a list of regular expressions, e.g. ["^containerd/"], or { allow: [...], deny: [...] }',
-      })
-      .optional(),
-    minSize: z.union([z.number(), z.string()], { error: 'write a size, e.g. "8MiB" or 8388608' }).optional(),
-    range: z.boolean({ error: 'write true (only ranged requests) or false (only requests without Range)' }).optional(),
-    action,
-    signer: signerName.optional(),
-  })
-  .strict();
-
-const policySchema = z
-  .object({
-    rules: z.array(ruleSchema, { error: 'write a list of rules, e.g. [{ percent: 1, action: redirect }]' }).optional(),
-    default: z.union([action, z.object({ action, signer: signerName.optional() }).strict()], {
-      error: 'write "redirect" (rules are exceptions) or "proxy" (rules opt in), or { action: redirect, signer: <name> }',
-    }),
-    mode: z.enum(['enforce', 'shadow'], { error: 'write "enforce" (default) or "shadow" (decide, sign and count, but proxy)' }).optional(),
-    clientKey: z
-      .union([z.enum(['ip', 'subject']), z.custom<(req: IncomingMessage) => string | undefined>((v) => typeof v === 'function')], {
-        error: 'write "ip" (default) or "subject" (user name / token subject)',
-      })
-      .optional(),
-    seed: z.string({ error: 'write a string, e.g. "2026-05"' }).optional(),
-    overrideHeader: z.string().regex(HEADER_NAME, { error: 'write an HTTP header name, e.g. "X-Registry-Redirect-Bypass"' }).optional(),
-  })
-  .strict();
 
 const SIZE_UNITS: Readonly<Record<string, number>> = {
   b: 1,
@@ -278,122 +113,223 @@ interface Facts {
 
 type Condition = (facts: Facts) => boolean;
 
-function compileRegexes(list: readonly string[], key: string): RegExp[] {
-  return list.map((source, i) => {
-    try {
-      return new RegExp(source, 'i');
-    } catch (cause) {
-      throw new RegistryRedirectError('CONFIG_INVALID', `${key}[${i}]: ${JSON.stringify(source)} is not a regular expression (${(cause as Error).message}); write e.g. "^containerd/"`, { cause });
-    }
-  });
+/** What a condition's compile function may ask about a request, computed once per request. */
+interface ConditionContext {
+  /** The client address (`trustedProxies` applied). */
+  client(facts: Facts): ClientAddress;
+  /** The client's sticky bucket in [0, 10000) (`clientKey`, `seed`). */
+  bucket(facts: Facts): number;
 }
+
+/** The rule keys that are conditions (everything but `name`, `action` and `signer`). */
+type ConditionKey = Exclude<keyof RolloutRule, 'name' | 'action' | 'signer'>;
+
+/** One rollout condition: the schema of its rule key and how a validated value becomes a predicate. */
+interface ConditionSpec<K extends ConditionKey> {
+  schema(z: typeof Z): Z.ZodType<RolloutRule[K]>;
+  /** `at` is the key path for messages, e.g. `rollout.rules[2].networks`. Throws CONFIG_INVALID. */
+  compile(value: NonNullable<RolloutRule[K]>, at: string, context: ConditionContext): Condition;
+}
+
+const strings = (z: typeof Z, example: string) =>
+  z.array(z.string({ error: `write a string, e.g. ${example}` }), { error: `write a list, e.g. [${example}]` });
+
+function invalid(message: string, cause?: unknown): never {
+  throw new RegistryRedirectError('CONFIG_INVALID', message, cause === undefined ? undefined : { cause });
+}
+
+const picomatch = once(() => requireDependency<typeof picomatchType>('picomatch'));
 
 function compileGlobs(list: readonly string[], key: string): (name: string) => boolean {
   list.forEach((glob, i) => {
-    if (glob === '') throw new RegistryRedirectError('CONFIG_INVALID', `${key}[${i}]: empty glob; write e.g. "internal/**"`);
+    if (glob === '') invalid(`${key}[${i}]: empty glob; write e.g. "internal/**"`);
   });
-  return list.length === 0 ? () => false : picomatch(list as string[]);
+  return list.length === 0 ? () => false : picomatch()(list as string[]);
+}
+
+const re2 = once(() => requireDependency<typeof re2js>('re2js').RE2JS);
+
+/**
+ * User-Agent patterns run on attacker input, so they are compiled by RE2 (re2js), which matches in
+ * time linear in the input: a pattern such as `(a+)+$` cannot stall a decision the way a
+ * backtracking engine does. RE2 has no lookaround or backreferences; such a pattern is refused here.
+ */
+function compileUserAgentPatterns(list: readonly string[], key: string): Array<(ua: string) => boolean> {
+  const RE2JS = re2();
+  return list.map((source, i) => {
+    let re: re2js.RE2JS;
+    try {
+      re = RE2JS.compile(source, RE2JS.CASE_INSENSITIVE);
+    } catch (cause) {
+      invalid(
+        `${key}[${i}]: ${JSON.stringify(source)} is not a regular expression RE2 accepts (${(cause as Error).message}); user-agent patterns use RE2 syntax, which matches in linear time (no lookaround or backreferences), e.g. "^containerd/"`,
+        cause,
+      );
+    }
+    return (ua) => re.test(ua);
+  });
 }
 
 /**
- * Compiles and validates a policy once: globs, CIDRs and regular expressions are built here, so a
- * request only runs the predicates. Errors name the key (`rollout.rules[2].networks[0]: ...`) and
- * the fix. `signerNames` are the names a rule may use (`default` plus the keys of `signers`).
+ * The conditions a rule may have, one entry each, in evaluation order (cheapest first: a request
+ * stops at the first condition that fails). A new condition is one entry here and one key in
+ * `RolloutRule`; the rule schema and the compiler are built from this table.
  */
-export function compileRollout(
-  policy: RolloutPolicy | undefined,
-  context: { signerNames: readonly string[]; clientIp: ClientIpResolver; path?: string },
-): CompiledRollout {
+const CONDITIONS: { readonly [K in ConditionKey]: ConditionSpec<K> } = {
+  range: {
+    schema: (z) => z.boolean({ error: 'write true (only ranged requests) or false (only requests without Range)' }),
+    compile: (wantRange) => (f) => (f.req.headers.range !== undefined) === wantRange,
+  },
+  minSize: {
+    schema: (z) => z.union([z.number(), z.string()], { error: 'write a size, e.g. "8MiB" or 8388608' }),
+    compile: (value, at) => {
+      const min = parseSize(value, at);
+      return (f) => f.size !== undefined && f.size >= min;
+    },
+  },
+  repositories: {
+    schema: (z) =>
+      z.union([strings(z, '"internal/**"'), z.object({ include: strings(z, '"team/**"').optional(), exclude: strings(z, '"team/secret/**"').optional() }).strict()], {
+        error: 'write a list of globs, e.g. ["internal/**", "!internal/public/**"], or { include: [...], exclude: [...] }',
+      }),
+    compile: (r, at) => {
+      const list = Array.isArray(r) ? (r as readonly string[]) : undefined;
+      const obj = list ? undefined : (r as { include?: readonly string[]; exclude?: readonly string[] });
+      const include = list ? list.filter((g) => !g.startsWith('!')) : (obj?.include ?? []);
+      const exclude = list ? list.filter((g) => g.startsWith('!')).map((g) => g.slice(1)) : (obj?.exclude ?? []);
+      if (include.length === 0 && exclude.length === 0) invalid(`${at}: empty; write at least one glob, e.g. ["internal/**"]`);
+      const inc = include.length ? compileGlobs(include, at) : undefined;
+      const exc = exclude.length ? compileGlobs(exclude, at) : undefined;
+      return (f) => (inc === undefined || inc(f.repository)) && !(exc?.(f.repository) ?? false);
+    },
+  },
+  networks: {
+    schema: (z) => strings(z, '"10.0.0.0/8"'),
+    compile: (list, at, context) => {
+      if (list.length === 0) invalid(`${at}: empty; write at least one CIDR, e.g. ["10.0.0.0/8"]`);
+      const networks = parseCidrList(list, at);
+      return (f) => networks.has(context.client(f).address);
+    },
+  },
+  userAgents: {
+    schema: (z) =>
+      z.union([strings(z, '"^containerd/"'), z.object({ allow: strings(z, '"^containerd/"').optional(), deny: strings(z, '"^regclient/"').optional() }).strict()], {
+        error: 'write a list of regular expressions, e.g. ["^containerd/"], or { allow: [...], deny: [...] }',
+      }),
+    compile: (u, at) => {
+      const list = Array.isArray(u) ? (u as readonly string[]) : undefined;
+      const obj = list ? undefined : (u as { allow?: readonly string[]; deny?: readonly string[] });
+      const allow = compileUserAgentPatterns(list ?? obj?.allow ?? [], `${at}${list ? '' : '.allow'}`);
+      const deny = compileUserAgentPatterns(obj?.deny ?? [], `${at}.deny`);
+      if (allow.length === 0 && deny.length === 0) invalid(`${at}: empty; write at least one regular expression, e.g. ["^containerd/"]`);
+      return (f) => {
+        const raw = f.req.headers['user-agent'] ?? '';
+        const ua = raw.length > UA_MAX ? raw.slice(0, UA_MAX) : raw;
+        return (allow.length === 0 || allow.some((test) => test(ua))) && !deny.some((test) => test(ua));
+      };
+    },
+  },
+  percent: {
+    schema: (z) => z.number({ error: 'write a number from 0 to 100, e.g. 30' }).min(0, { error: 'write a number from 0 to 100, e.g. 30' }).max(100, { error: 'write a number from 0 to 100, e.g. 30' }),
+    compile: (percent, _at, context) => {
+      const threshold = Math.round(percent * 100);
+      return (f) => context.bucket(f) < threshold;
+    },
+  },
+};
+
+const CONDITION_KEYS = Object.keys(CONDITIONS) as ConditionKey[];
+
+/** The policy schema, built from the condition table on first use. */
+const policySchema = once(() => {
+  const { z } = zod();
+  const action = z.enum(['redirect', 'proxy'], { error: 'write "redirect" or "proxy"' });
+  const signerName = z.string({ error: 'write the name of a signer from `signers`, e.g. "cdn"' });
+  const conditions = Object.fromEntries(CONDITION_KEYS.map((key) => [key, CONDITIONS[key].schema(z).optional()]));
+  const rule = z
+    .object({
+      name: z.string().regex(RULE_NAME, { error: 'write 1-64 letters, digits, "_", "." or "-", e.g. "vpc"' }).optional(),
+      ...conditions,
+      action,
+      signer: signerName.optional(),
+    })
+    .strict();
+  return z
+    .object({
+      rules: z.array(rule, { error: 'write a list of rules, e.g. [{ percent: 1, action: redirect }]' }).optional(),
+      default: z.union([action, z.object({ action, signer: signerName.optional() }).strict()], {
+        error: 'write "redirect" (rules are exceptions) or "proxy" (rules opt in), or { action: redirect, signer: <name> }',
+      }),
+      mode: z.enum(['enforce', 'shadow'], { error: 'write "enforce" (default) or "shadow" (decide, sign and count, but proxy)' }).optional(),
+      clientKey: z
+        .union([z.enum(['ip', 'subject']), z.custom<(req: IncomingMessage) => string | undefined>((v) => typeof v === 'function')], {
+          error: 'write "ip" (default) or "subject" (user name / token subject)',
+        })
+        .optional(),
+      seed: z.string({ error: 'write a string, e.g. "2026-05"' }).optional(),
+      overrideHeader: z.string().regex(HEADER_NAME, { error: 'write an HTTP header name, e.g. "X-Registry-Redirect-Bypass"' }).optional(),
+    })
+    .strict();
+});
+
+/** What the middleware compiles a policy against. */
+export interface RolloutContext {
+  /** Names a rule may use (`default` plus the keys of `signers`). */
+  signerNames: readonly string[];
+  clientIp: ClientIpResolver;
+  /** Key path of the policy in messages. Default `rollout`. */
+  path?: string;
+}
+
+/**
+ * Compiles and validates a policy once: globs, CIDRs and user-agent patterns are built here, so a
+ * request only runs the predicates. Errors name the key (`rollout.rules[2].networks[0]: ...`) and
+ * the fix.
+ */
+export function compilePolicy(policy: RolloutPolicy | undefined, context: RolloutContext): CompiledRollout {
   const path = context.path ?? 'rollout';
   if (policy === undefined) {
     const always: RolloutDecision = Object.freeze({ action: 'redirect', signer: DEFAULT_SIGNER, reason: 'default' });
     return { mode: 'enforce', decide: () => always };
   }
-  const p = parseConfigPart(policySchema, policy, path);
+  const p = parseConfigPart(policySchema(), policy, path) as RolloutPolicy;
 
   const checkSigner = (name: string | undefined, act: RolloutAction, key: string): string => {
     if (name === undefined) return act === 'redirect' ? DEFAULT_SIGNER : NO_SIGNER;
-    if (act !== 'redirect') {
-      throw new RegistryRedirectError('CONFIG_INVALID', `${key}: a signer only applies to action "redirect"; remove it or write action: redirect`);
-    }
+    if (act !== 'redirect') invalid(`${key}: a signer only applies to action "redirect"; remove it or write action: redirect`);
     if (!context.signerNames.includes(name)) {
       const hint = suggestKey(name, context.signerNames);
-      throw new RegistryRedirectError(
-        'CONFIG_INVALID',
-        `${key}: unknown signer ${JSON.stringify(name)}${hint ? `; did you mean "${hint}"?` : ''} Define it under \`signers:\`; known: ${context.signerNames.join(', ')}`,
-      );
+      invalid(`${key}: unknown signer ${JSON.stringify(name)}${hint ? `; did you mean "${hint}"?` : ''} Define it under \`signers:\`; known: ${context.signerNames.join(', ')}`);
     }
     return name;
   };
 
   const keyFn = p.clientKey ?? 'ip';
   const seed = p.seed ?? '';
-  const clientOf = (f: Facts): ClientAddress => (f.client ??= context.clientIp(f.req));
-  const bucketOf = (f: Facts): number => {
-    if (f.bucket !== undefined) return f.bucket;
-    let key: string | undefined;
-    if (keyFn === 'subject') key = credentialSubject(f.req.headers.authorization);
-    else if (typeof keyFn === 'function') key = keyFn(f.req);
-    key ??= `ip:${clientOf(f).text}`;
-    return (f.bucket = stickyBucket(key, seed));
+  const conditionContext: ConditionContext = {
+    client: (f) => (f.client ??= context.clientIp(f.req)),
+    bucket(f) {
+      if (f.bucket !== undefined) return f.bucket;
+      let key: string | undefined;
+      if (keyFn === 'subject') key = credentialSubject(f.req.headers.authorization);
+      else if (typeof keyFn === 'function') key = keyFn(f.req);
+      key ??= `ip:${this.client(f).text}`;
+      return (f.bucket = stickyBucket(key, seed));
+    },
   };
 
   const usedNames = new Set<string>();
   const rules = (p.rules ?? []).map((rule, i) => {
     const at = `${path}.rules[${i}]`;
     const conditions: Condition[] = [];
-    // Cheapest first: a request stops at the first condition that fails.
-    if (rule.range !== undefined) {
-      const wantRange = rule.range;
-      conditions.push((f) => (f.req.headers.range !== undefined) === wantRange);
-    }
-    if (rule.minSize !== undefined) {
-      const min = parseSize(rule.minSize, `${at}.minSize`);
-      conditions.push((f) => f.size !== undefined && f.size >= min);
-    }
-    if (rule.repositories !== undefined) {
-      const r = rule.repositories;
-      const list = Array.isArray(r) ? (r as readonly string[]) : undefined;
-      const obj = list ? undefined : (r as { include?: readonly string[]; exclude?: readonly string[] });
-      const include = list ? list.filter((g) => !g.startsWith('!')) : (obj?.include ?? []);
-      const exclude = list ? list.filter((g) => g.startsWith('!')).map((g) => g.slice(1)) : (obj?.exclude ?? []);
-      if (include.length === 0 && exclude.length === 0) {
-        throw new RegistryRedirectError('CONFIG_INVALID', `${at}.repositories: empty; write at least one glob, e.g. ["internal/**"]`);
-      }
-      const inc = include.length ? compileGlobs(include, `${at}.repositories`) : undefined;
-      const exc = exclude.length ? compileGlobs(exclude, `${at}.repositories`) : undefined;
-      conditions.push((f) => (inc === undefined || inc(f.repository)) && !(exc?.(f.repository) ?? false));
-    }
-    if (rule.networks !== undefined) {
-      if (rule.networks.length === 0) {
-        throw new RegistryRedirectError('CONFIG_INVALID', `${at}.networks: empty; write at least one CIDR, e.g. ["10.0.0.0/8"]`);
-      }
-      const networks = parseCidrList(rule.networks, `${at}.networks`);
-      conditions.push((f) => networks.has(clientOf(f).address));
-    }
-    if (rule.userAgents !== undefined) {
-      const u = rule.userAgents;
-      const list = Array.isArray(u) ? (u as readonly string[]) : undefined;
-      const obj = list ? undefined : (u as { allow?: readonly string[]; deny?: readonly string[] });
-      const allow = compileRegexes(list ?? obj?.allow ?? [], `${at}.userAgents${list ? '' : '.allow'}`);
-      const deny = compileRegexes(obj?.deny ?? [], `${at}.userAgents.deny`);
-      if (allow.length === 0 && deny.length === 0) {
-        throw new RegistryRedirectError('CONFIG_INVALID', `${at}.userAgents: empty; write at least one regular expression, e.g. ["^containerd/"]`);
-      }
-      conditions.push((f) => {
-        const raw = f.req.headers['user-agent'] ?? '';
-        const ua = raw.length > UA_MAX ? raw.slice(0, UA_MAX) : raw;
-        return (allow.length === 0 || allow.some((re) => re.test(ua))) && !deny.some((re) => re.test(ua));
-      });
-    }
-    if (rule.percent !== undefined) {
-      const threshold = Math.round(rule.percent * 100);
-      conditions.push((f) => bucketOf(f) < threshold);
+    for (const key of CONDITION_KEYS) {
+      const value = rule[key];
+      if (value !== undefined) conditions.push((CONDITIONS[key] as ConditionSpec<typeof key>).compile(value as never, `${at}.${key}`, conditionContext));
     }
     let reason = `rules[${i}]`;
     if (rule.name !== undefined) {
       if (RESERVED_REASONS.has(rule.name) || usedNames.has(rule.name)) {
-        throw new RegistryRedirectError('CONFIG_INVALID', `${at}.name: ${JSON.stringify(rule.name)} is ${usedNames.has(rule.name) ? 'used by another rule' : 'reserved'}; pick another name`);
+        invalid(`${at}.name: ${JSON.stringify(rule.name)} is ${usedNames.has(rule.name) ? 'used by another rule' : 'reserved'}; pick another name`);
       }
       usedNames.add(rule.name);
       reason = `rule:${rule.name}`;
@@ -430,4 +366,29 @@ export function compileRollout(
       return fallback;
     },
   };
+}
+
+/** Options of {@link compileRollout}. */
+export interface CompileRolloutOptions {
+  /** Signer names rules may use besides `default` (the keys of the `signers` option). Default none. */
+  signers?: readonly string[];
+  /** As the middleware's `trustedProxies`: peers whose `X-Forwarded-For` is believed. Default none. */
+  trustedProxies?: readonly string[];
+}
+
+/**
+ * Validates and compiles a rollout policy outside the middleware (to check a policy, or to ask
+ * what it would decide for a request). Throws CONFIG_INVALID naming the key and the fix.
+ *
+ * @example
+ * ```ts
+ * const policy = compileRollout({ rules: [{ percent: 5, action: 'redirect', signer: 'cdn' }], default: 'proxy' }, { signers: ['cdn'] });
+ * policy.decide(req, 'library/alpine', 1024); // { action, signer, reason }
+ * ```
+ */
+export function compileRollout(policy: RolloutPolicy | undefined, options: CompileRolloutOptions = {}): CompiledRollout {
+  return compilePolicy(policy, {
+    signerNames: [DEFAULT_SIGNER, ...(options.signers ?? []).filter((n) => n !== DEFAULT_SIGNER)],
+    clientIp: createClientIpResolver(options.trustedProxies ?? []),
+  });
 }

@@ -3,7 +3,7 @@ import { createClientIpResolver } from './client-ip.js';
 import { RegistryRedirectError } from './errors.js';
 import { createSignerHealth, validateHealthOptions, type SignerHealth, type SignerHealthOptions } from './health.js';
 import { completeObserver, type CompleteObserver, type RedirectObserver } from './metrics.js';
-import { DEFAULT_SIGNER, NO_SIGNER, compileRollout, type RolloutDecision, type RolloutPolicy } from './rollout.js';
+import { DEFAULT_SIGNER, NO_SIGNER, compilePolicy, type RolloutDecision, type RolloutPolicy } from './rollout.js';
 import type { Logger, Signer } from './types.js';
 
 /** The rollout-related options of `registryRedirect` (see `RegistryRedirectOptions`). */
@@ -54,7 +54,7 @@ export function createRouting(options: RoutingOptions, logger: Logger): Routing 
   }
   const names = [...signers.keys()];
   const clientIp = createClientIpResolver(options.trustedProxies ?? []);
-  const rollout = compileRollout(options.rollout, { signerNames: names, clientIp });
+  const rollout = compilePolicy(options.rollout, { signerNames: names, clientIp });
   validateHealthOptions(options.health, names);
   const observer = completeObserver(options.metrics);
   const health = createSignerHealth(signers, options.health, { logger, observer });

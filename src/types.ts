@@ -1,10 +1,6 @@
 import type { KeyObject } from 'node:crypto';
 import type { AgentOptions } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { SignerHealth, SignerHealthOptions } from './health.js';
-import type { RedirectObserver } from './metrics.js';
-import type { PushOptions } from './push.js';
-import type { RolloutPolicy } from './rollout.js';
 
 /**
  * What a signer is asked to sign: one blob, for one repository, for one HTTP method.
@@ -343,3 +339,336 @@ export type RegistryRedirectMiddleware = ((
   /** Circuit breakers of the signers (for readiness checks and on-demand probes). */
   readonly health: SignerHealth;
 };
+
+/**
+ * What the cache did for one request: `hit` (a cached URL, or joined a signing already under way),
+ * `miss` (nothing cached: signed), `refresh` (the cached URL was too close to its expiry: re-signed).
+ */
+export type CacheResult = 'hit' | 'miss' | 'refresh';
+
+/** What happened to an authorized blob GET (label `action`). */
+export type DecisionAction =
+  /** 307 to a signed URL. */
+  | 'redirect'
+  /** Served from the upstream: by policy, override header, unhealthy or failing signer. */
+  | 'proxy'
+  /** Shadow mode: the policy chose redirect and signing worked, but the blob was proxied. */
+  | 'shadow'
+  /** The signer failed and `onSignerError: 'error'` answered 503. */
+  | 'error';
+
+/** The authorizing step's outcome (label `outcome`). */
+export type AuthorizeOutcome = 'granted' | 'denied' | 'error';
+
+/**
+ * Why a redirect fell back (label `reason` of the fallbacks counter). `same_host`: the signed URL's
+ * host is the registry's host or a subdomain of it, where clients send their registry credentials,
+ * so the blob was proxied (see `allowRedirectToRegistryHost`).
+ */
+export type FallbackReason = 'signer_error' | 'signer_timeout' | 'signer_unhealthy' | 'same_host';
+
+/**
+ * The events the middleware reports. Every label value comes from configuration (signer names,
+ * rule names) or a fixed set, never from the request: credentials, repositories and client
+ * addresses never become labels. Implement it to feed another metrics system; `prometheusMetrics()`
+ * is the built-in one. Every method is optional.
+ */
+export interface RedirectObserver {
+  /** One per authorized blob GET: what was done, with which signer (`none` if none), and why. */
+  decision?(action: DecisionAction, signer: string, reason: string): void;
+  /** A signer call finished (`ok: false` on error or timeout). */
+  signed?(signer: string, seconds: number, ok: boolean): void;
+  /** The authorizing step (upstream HEAD or embedded hook) finished. */
+  authorized?(seconds: number, outcome: AuthorizeOutcome): void;
+  /** A redirect was replaced by a fallback: `onSignerError`, or proxying for `same_host`. */
+  fallback?(signer: string, reason: FallbackReason): void;
+  /** Blob bytes delivered: `redirected` (size of redirected blobs) or `proxied` (Content-Length served). */
+  bytes?(delivery: 'redirected' | 'proxied', bytes: number): void;
+  /** A signer's circuit breaker changed (or was first reported). */
+  signerHealth?(signer: string, healthy: boolean): void;
+  /** A storage probe through a signer finished. */
+  probe?(signer: string, ok: boolean): void;
+  /** A signed-URL cache lookup (wire `cachedSigner`'s `onResult` here). */
+  cacheResult?(signer: string, result: CacheResult): void;
+  /** Origin mode: one answered origin request (status 200, 206, 304, 403, 404, 405, 416) and the body bytes sent. */
+  origin?(status: number, bytes: number): void;
+  /** One per upload-start POST seen with `push` configured: what was done with it, and why (see `UploadReason`). */
+  upload?(action: UploadAction, reason: string): void;
+}
+
+/**
+ * A storage probe: fetch one known blob through a fresh signed URL (`Range: bytes=0-0`, so only
+ * one byte moves). Any 2xx is a pass; anything else, a network error or a timeout is a failure.
+ */
+export interface SignerProbeOptions {
+  /** Repository the blob belongs to (per-repository layouts need it). Example `library/alpine`. */
+  repository: string;
+  /** Digest of a blob that exists in every probed storage. Example `sha256:<64 hex>`. */
+  digest: string;
+  /** Milliseconds between probes. Default 30 000. */
+  interval?: number;
+  /** Milliseconds a probe may take (signing plus the fetch). Default 5 000. */
+  timeout?: number;
+  /** Names of the signers to probe (`default` is the `signer` option). Default: all. */
+  signers?: readonly string[];
+}
+
+/**
+ * Circuit breaker per signer (option `health`). After `failureThreshold` consecutive failures
+ * (probe failures and signer errors during requests both count) the signer is unhealthy and the
+ * blobs it would redirect fall back per `onSignerError` (default: proxied). It is healthy again
+ * after the next passing probe or, for a signer without a probe, after `retryAfter` when the next
+ * request signs successfully.
+ */
+export interface SignerHealthOptions {
+  /** Consecutive failures that open the breaker. Default 3. */
+  failureThreshold?: number;
+  /** Signers without a probe: milliseconds before traffic tries the signer again. Default 30 000. */
+  retryAfter?: number;
+  /** Periodic storage probe. Default none. */
+  probe?: SignerProbeOptions;
+}
+
+/** The outcome of one probe. */
+export interface ProbeResult {
+  readonly ok: boolean;
+  /** Storage's HTTP status, when it answered. */
+  readonly status?: number;
+  /** Why it failed (redacted: never a signature). */
+  readonly error?: string;
+  /** Duration in milliseconds. */
+  readonly ms: number;
+}
+
+/** The state of one signer as `/readyz` and `check` report it. */
+export interface SignerStatus {
+  readonly healthy: boolean;
+  readonly consecutiveFailures: number;
+  /** Epoch milliseconds of the last state change. */
+  readonly since: number;
+  readonly lastError?: string;
+  readonly lastProbe?: ProbeResult & { readonly at: number };
+}
+
+/** Health of every configured signer. */
+export interface SignerHealth {
+  /** Hot path: may this signer be used now? */
+  available(name: string): boolean;
+  /** Report a successful signing (closes a half-open breaker). */
+  success(name: string): void;
+  /** Report a failed signing. */
+  failure(name: string, err: unknown): void;
+  /** True when at least one signer is healthy. */
+  anyHealthy(): boolean;
+  /** Snapshot of every signer. */
+  status(): Record<string, SignerStatus>;
+  /** Run the probe of every probed signer now and apply the results. */
+  probeNow(): Promise<Record<string, ProbeResult>>;
+  /** Publish the current state to the observer (after a reload made this instance current). */
+  publish(): void;
+  /** Stop probing. */
+  close(): void;
+}
+
+/** What a rule (or the default) does with an authorized blob GET. */
+export type RolloutAction = 'redirect' | 'proxy';
+
+/**
+ * How a client is identified for sticky `percent` rules. The key is only ever hashed into a
+ * bucket; it is never logged, stored, or used as a metric label.
+ * - `'ip'` (default): the client address (see `trustedProxies`).
+ * - `'subject'`: the user name of Basic credentials, or the `sub` claim of a Bearer JWT (decoded,
+ *   not verified: a client that forges its subject only picks its own bucket; `percent` is a
+ *   rollout knob, never access control). Falls back to the client address for anonymous pulls
+ *   and opaque tokens. The password or token itself never enters the key.
+ * - a function `(req) => string | undefined` for anything else (`undefined` -> client address).
+ */
+export type RolloutClientKey = 'ip' | 'subject' | ((req: IncomingMessage) => string | undefined);
+
+/**
+ * One rollout rule: conditions plus an action. Every condition given must hold (AND); within a
+ * list, any entry may match (OR). A rule without conditions matches every request.
+ *
+ * @example
+ * ```ts
+ * { networks: ['10.0.0.0/8'], action: 'redirect', signer: 's3' }
+ * { repositories: ['internal/**'], action: 'proxy' }
+ * { percent: 30, action: 'redirect', signer: 'cdn' }
+ * ```
+ */
+export interface RolloutRule {
+  /** Label used as the decision `reason` in metrics and logs (`rule:<name>`). Default `rules[<index>]`. Example `vpc`. */
+  name?: string;
+  /**
+   * Sticky share of clients, 0-100 (two decimals). A client is in when the stable hash of its
+   * key (see `clientKey`) falls below the share, so raising 5 -> 20 keeps the first 5% in and
+   * every replica with the same `seed` agrees. Example `1`.
+   */
+  percent?: number;
+  /**
+   * Repository globs (picomatch: `*` stays inside one path segment, `**` spans segments and also
+   * matches the prefix itself). A list includes; entries starting with `!` exclude. Or
+   * `{ include, exclude }`. Example `["internal/**", "!internal/public/**"]`.
+   */
+  repositories?: readonly string[] | { include?: readonly string[]; exclude?: readonly string[] };
+  /** Client networks, IPv4 and IPv6 CIDRs or single addresses. Example `["10.0.0.0/8", "fd00::/8"]`. */
+  networks?: readonly string[];
+  /**
+   * User-Agent regular expressions, case-insensitive, tested against the first 1024 characters.
+   * A list is an allow list; `{ allow, deny }` for both. Fragile: BuildKit and CRI send a bare
+   * `containerd/<v>`; prefer `networks`. Example `{ deny: ["^regclient/"] }`.
+   */
+  userAgents?: readonly string[] | { allow?: readonly string[]; deny?: readonly string[] };
+  /**
+   * Matches only blobs at least this large: bytes, or a size like `"8MiB"`, `"10MB"`. The size is
+   * the upstream's `Content-Length` on the authorizing HEAD; an unknown size never matches.
+   */
+  minSize?: number | string;
+  /**
+   * `false`: matches only requests without a `Range` header (so resumes are served by the
+   * upstream, as zot does). `true`: matches only ranged requests. Omitted: both (the default is to
+   * redirect ranged requests too).
+   */
+  range?: boolean;
+  /** `redirect` (to a signed URL) or `proxy` (serve the bytes from the upstream). */
+  action: RolloutAction;
+  /** Redirect only: a key of the `signers` map. Omitted -> the default `signer`. */
+  signer?: string;
+}
+
+/** The default decision: an action, or a redirect to a named signer. */
+export type RolloutDefault = RolloutAction | { action: RolloutAction; signer?: string };
+
+/**
+ * The rollout policy (option `rollout`): ordered rules, first match wins, then `default`. Without
+ * a policy every authorized blob GET is redirected with the default signer.
+ *
+ * @example
+ * ```ts
+ * rollout: {
+ *   rules: [
+ *     { networks: ['10.0.0.0/8'], action: 'proxy' },
+ *     { percent: 30, action: 'redirect', signer: 'cdn' },
+ *   ],
+ *   default: 'proxy',
+ * }
+ * ```
+ */
+export interface RolloutPolicy {
+  /** Rules, first match wins. Default none. */
+  rules?: readonly RolloutRule[];
+  /** Decision when no rule matches. Required: `"redirect"` (rules are exceptions) or `"proxy"` (rules opt in). */
+  default: RolloutDefault;
+  /**
+   * `'enforce'` (default) acts on decisions. `'shadow'` computes each decision and signs, logs and
+   * counts it (`action="shadow"`), but serves every blob from the upstream: validate a policy on
+   * live traffic before any client sees a redirect.
+   */
+  mode?: 'enforce' | 'shadow';
+  /** Client identity for `percent`. Default `'ip'`. See {@link RolloutClientKey}. */
+  clientKey?: RolloutClientKey;
+  /** Mixed into the `percent` hash; change it to draw a different cohort. Default `""`. Example `"2026-05"`. */
+  seed?: string;
+  /**
+   * Name of a request header that forces `proxy` for that request (debugging: "is the CDN the
+   * problem?"). Off by default. It can only ever turn a redirect off, so any client may send it.
+   * Example `X-Registry-Redirect-Bypass`.
+   */
+  overrideHeader?: string;
+}
+
+/** A decision for one authorized blob GET. Frozen, shared between requests. */
+export interface RolloutDecision {
+  readonly action: RolloutAction;
+  /** Signer name for a redirect (`default` or a key of `signers`); `none` for proxy. */
+  readonly signer: string;
+  /** Why: `default`, `rule:<name>`, `rules[<i>]` or `override_header`. Bounded: a metric label. */
+  readonly reason: string;
+}
+
+/** A compiled policy; `decide` does no parsing or compiling. */
+export interface CompiledRollout {
+  readonly mode: 'enforce' | 'shadow';
+  decide(req: IncomingMessage, repository: string, size: number | undefined): RolloutDecision;
+}
+
+/** What a push rule (or the default) does with an upload-session POST. */
+export type PushAction = 'steer' | 'proxy';
+
+/**
+ * One push rule: the conditions of a rollout rule (`percent`, `repositories`, `networks`,
+ * `userAgents`; every condition given must hold) plus an action. First match wins.
+ *
+ * @example
+ * ```ts
+ * { networks: ['10.0.0.0/8'], action: 'steer' }
+ * { repositories: ['mirror/**'], action: 'proxy' }
+ * ```
+ */
+export interface PushRule extends Pick<RolloutRule, 'name' | 'percent' | 'repositories' | 'networks' | 'userAgents'> {
+  /** `steer` (the upload goes to `endpoint`) or `proxy` (it streams through this proxy). */
+  action: PushAction;
+}
+
+/**
+ * Push steering (option `push`, proxy mode only): upload sessions are sent straight to the
+ * registry's direct write address, so layer bytes never pass through this proxy.
+ *
+ * Only `POST /v2/<name>/blobs/uploads/` without a body and without `mount`/`from`/`digest` is
+ * steered; the upstream still answers that POST with the caller's credentials, so no session
+ * opens without its yes.
+ *
+ * @example
+ * ```ts
+ * push: {
+ *   endpoint: 'https://registry-direct.example.com',
+ *   rules: [{ repositories: ['mirror/**'], action: 'proxy' }],
+ *   default: 'steer',
+ * }
+ * ```
+ */
+export interface PushOptions {
+  /**
+   * The registry's direct write address: scheme, host, port and an optional path prefix, e.g.
+   * `https://registry-direct.example.com` or `http://10.0.0.5:5000/registry`. Clients send their
+   * registry credentials there (see the README's security notes). Required.
+   */
+  endpoint: string | URL;
+  /**
+   * `'steer'` (default): the POST goes upstream as any other request and the `Location` of its
+   * `202` is pointed at `endpoint`, so PATCH/PUT go there with the client's credentials.
+   * `'redirect'`: answer the POST itself with `307` to `endpoint`. Go clients (skopeo, podman,
+   * containerd) drop `Authorization` on a redirect to another host, so this works only for
+   * anonymous pushes or an endpoint on the same host name.
+   */
+  mode?: 'steer' | 'redirect';
+  /** Rules, first match wins. Default none. */
+  rules?: readonly PushRule[];
+  /** Action when no rule matches. Default `'steer'`. */
+  default?: PushAction;
+  /** Decide, log and count (`action="shadow"`), but stream every upload through the proxy. Default `false`. */
+  shadow?: boolean;
+  /** Client identity for `percent` rules, as `rollout.clientKey`. Default `'ip'`. */
+  clientKey?: RolloutPolicy['clientKey'];
+  /** Mixed into the `percent` hash, as `rollout.seed`. Default `""`. */
+  seed?: string;
+}
+
+/** What happened to an upload-session POST (label `action` of the upload decisions counter). */
+export type UploadAction =
+  /** The 202's `Location` now names the write endpoint. */
+  | 'steer'
+  /** `mode: redirect`: the POST was answered with 307 to the write endpoint. */
+  | 'redirect'
+  /** The upload streams through the proxy (policy, mount, monolithic, upstream's refusal). */
+  | 'proxy'
+  /** Shadow mode: it would have been steered. */
+  | 'shadow';
+
+/**
+ * Why (label `reason`): `default`, `rule:<name>` or `rules[<i>]` from the policy; `mount`
+ * (cross-repository mount), `monolithic` (a POST carrying the blob), `not_accepted` (the upstream
+ * answered something other than 202, e.g. its 401), `unexpected_location` (a 202 whose `Location`
+ * is not this repository's upload session, left alone).
+ */
+export type UploadReason = string;

@@ -10,7 +10,14 @@ export const CLI = fileURLToPath(new URL('../../dist/server/cli.js', import.meta
 
 if (!existsSync(CLI)) throw new Error('bench: dist/ is missing; run `npm run bench` (it builds first) or `npm run build`');
 
-export const lib = await import('../../dist/index.js');
+// The core entry plus the cloud signers' subpath modules (registry-redirect/azure, /s3, /gcs, /cloudfront).
+export const lib = {
+  ...(await import('../../dist/index.js')),
+  ...(await import('../../dist/signers/azure.js')),
+  ...(await import('../../dist/signers/s3.js')),
+  ...(await import('../../dist/signers/gcs.js')),
+  ...(await import('../../dist/signers/cloudfront.js')),
+};
 const signerConfig = await import('../../dist/server/signer-config.js');
 
 /** Signer kinds the config file (and so `serve`) accepts in this build. */

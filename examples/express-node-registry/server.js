@@ -16,7 +16,7 @@
  */
 import { DefaultAzureCredential } from '@azure/identity';
 import { BlobServiceClient, StorageSharedKeyCredential } from '@azure/storage-blob';
-import { azureSigner } from 'registry-redirect';
+import { azureSigner } from 'registry-redirect/azure';
 import { createRegistry } from './registry.js';
 
 function required(name) {

@@ -1,4 +1,3 @@
-import { hash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { LRUCache } from 'lru-cache';
 import { RegistryRedirectError } from '../errors.js';
@@ -184,13 +183,18 @@ export function createDecisionCache<V extends object>(
  */
 export function credentialDigest(headers: IncomingHttpHeaders): string {
   const { authorization, cookie } = headers;
-  if (authorization === undefined && cookie === undefined) return ANONYMOUS;
+  if (authorization === undefined && cookie === undefined) return (anonymous ??= sha256Hex(ANONYMOUS_TEXT));
   // One-shot hash of the same bytes as before: no Hash object per request (hot path).
-  return hash('sha256', `${authorization ?? ''}\n${Array.isArray(cookie) ? cookie.join('; ') : (cookie ?? '')}`, 'hex');
+  return sha256Hex(`${authorization ?? ''}\n${Array.isArray(cookie) ? cookie.join('; ') : (cookie ?? '')}`);
 }
 
-/** {@link credentialDigest} of a request without `Authorization` and `Cookie`. */
-const ANONYMOUS = hash('sha256', '\n', 'hex');
+/** SHA-256 (hex) of `text`; node:crypto is loaded on first use, not when the package is imported. */
+let hashOnce: ((algorithm: string, data: string, encoding: 'hex') => string) | undefined;
+const sha256Hex = (text: string): string => (hashOnce ??= process.getBuiltinModule('node:crypto').hash)('sha256', text, 'hex');
+
+/** {@link credentialDigest} of a request without `Authorization` and `Cookie`, computed once. */
+let anonymous: string | undefined;
+const ANONYMOUS_TEXT = '\n';
 
 /** Whether a {@link decisionKey} is for `repository` (and `digest`, when given). */
 function keyMatches(key: string, repository: string, digest: string | undefined): boolean {

@@ -1,7 +1,9 @@
-import { createPublicKey } from 'node:crypto';
 import type { JsonWebKey, KeyObject } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { KeyLookup } from './token-keys.js';
+
+/** node:crypto, loaded on first use: importing it costs as much as the rest of the package. */
+const crypto = () => process.getBuiltinModule('node:crypto');
 
 /** Fetches a minute, per budget. */
 const FETCHES_PER_MINUTE = 10;
@@ -58,7 +60,7 @@ function parseKeySet(body: unknown): KeySet {
     if (jwk === null || typeof jwk !== 'object' || (jwk.use !== undefined && jwk.use !== 'sig')) continue;
     let key: KeyObject;
     try {
-      key = createPublicKey({ key: jwk as JsonWebKey, format: 'jwk' });
+      key = crypto().createPublicKey({ key: jwk as JsonWebKey, format: 'jwk' });
     } catch {
       continue; // a key this runtime cannot read is skipped, like an unknown key type
     }

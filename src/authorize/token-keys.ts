@@ -1,9 +1,12 @@
-import { KeyObject, X509Certificate, createHash, createPublicKey } from 'node:crypto';
+import type { KeyObject, X509Certificate } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { RegistryRedirectError } from '../errors.js';
 import type { TokenAlgorithm } from '../types.js';
 import { createJwksSource } from './jwks.js';
 import type { JwksSource } from './jwks.js';
+
+/** node:crypto, loaded on first use: importing it costs as much as the rest of the package. */
+const crypto = () => process.getBuiltinModule('node:crypto');
 
 /** Every algorithm token mode can verify. `none` and `HS*` are deliberately absent. */
 export const TOKEN_ALGORITHMS: readonly TokenAlgorithm[] = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512'];
@@ -102,7 +105,7 @@ function base32(bytes: Buffer): string {
  * Harbor): SHA-256 of the DER SubjectPublicKeyInfo, truncated to 240 bits, base32, 12 groups of 4.
  */
 export function libtrustKeyId(key: KeyObject): string {
-  const encoded = base32(createHash('sha256').update(spki(key)).digest().subarray(0, 30));
+  const encoded = base32(crypto().createHash('sha256').update(spki(key)).digest().subarray(0, 30));
   return encoded.match(/.{4}/g)!.join(':');
 }
 
@@ -113,7 +116,7 @@ export function jwkThumbprint(key: KeyObject): string {
     jwk.kty === 'EC'
       ? JSON.stringify({ crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y })
       : JSON.stringify({ e: jwk.e, kty: jwk.kty, n: jwk.n });
-  return createHash('sha256').update(canonical).digest('base64url');
+  return crypto().createHash('sha256').update(canonical).digest('base64url');
 }
 
 interface PemBlock {
@@ -132,8 +135,8 @@ function publicKeyFromBlock(block: PemBlock, where: string): KeyObject | undefin
     invalidConfig(`${where}: holds a private key; configure only the public key or certificate (e.g. openssl pkey -in key.pem -pubout -out token.pem)`);
   }
   try {
-    if (block.type === 'CERTIFICATE') return new X509Certificate(block.pem).publicKey;
-    if (block.type === 'PUBLIC KEY' || block.type === 'RSA PUBLIC KEY') return createPublicKey(block.pem);
+    if (block.type === 'CERTIFICATE') return new (crypto().X509Certificate)(block.pem).publicKey;
+    if (block.type === 'PUBLIC KEY' || block.type === 'RSA PUBLIC KEY') return crypto().createPublicKey(block.pem);
   } catch (cause) {
     throw new RegistryRedirectError('CONFIG_INVALID', `${where}: cannot parse the ${block.type}: ${(cause as Error).message}`, { cause });
   }
@@ -158,7 +161,7 @@ export function parsePublicKeys(entries: ReadonlyArray<string | Buffer | KeyObje
   const keys: KeyObject[] = [];
   entries.forEach((entry, i) => {
     const where = `${path}[${i}]`;
-    if (entry instanceof KeyObject) {
+    if (entry instanceof crypto().KeyObject) {
       checkUsable(entry, algorithms, where);
       keys.push(entry);
       return;
@@ -182,7 +185,7 @@ export function parseRootCertBundle(text: string | Buffer, path: string): X509Ce
   if (blocks.length === 0) invalidConfig(`${path}: no "-----BEGIN CERTIFICATE-----" block found; write the PEM certificate(s) the token server's signing chain leads to`);
   return blocks.map((b, i) => {
     try {
-      return new X509Certificate(b.pem);
+      return new (crypto().X509Certificate)(b.pem);
     } catch (cause) {
       throw new RegistryRedirectError('CONFIG_INVALID', `${path}: certificate #${i + 1} cannot be parsed: ${(cause as Error).message}`, { cause });
     }
@@ -207,7 +210,7 @@ function verifyX5c(x5c: unknown, roots: readonly X509Certificate[], trustedSpki:
   }
   let certs: X509Certificate[];
   try {
-    certs = (x5c as string[]).map((c) => new X509Certificate(Buffer.from(c, 'base64')));
+    certs = (x5c as string[]).map((c) => new (crypto().X509Certificate)(Buffer.from(c, 'base64')));
   } catch {
     return 'x5c holds a certificate that cannot be parsed';
   }

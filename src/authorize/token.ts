@@ -1,4 +1,3 @@
-import { constants, createPublicKey, verify as verifySignature } from 'node:crypto';
 import type { JsonWebKey, KeyObject } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import { RegistryRedirectError, sendOciError } from '../errors.js';
@@ -13,6 +12,9 @@ import type { ParsedToken } from './token-parse.js';
 import type { Authorizer } from './types.js';
 import { answerProbeFailure } from './upstream.js';
 import type { UpstreamProbe, UpstreamVerdict } from './upstream.js';
+
+/** node:crypto, loaded on first use: importing it costs as much as the rest of the package. */
+const crypto = () => process.getBuiltinModule('node:crypto');
 
 /** distribution's leeway for `exp`/`nbf`. */
 export const DEFAULT_CLOCK_SKEW_MS = 60_000;
@@ -109,12 +111,12 @@ function signatureValid(token: ParsedToken, key: KeyObject, alg: TokenAlgorithm)
   if (hash === undefined) return false;
   const data = Buffer.from(token.signingInput);
   try {
-    if (alg.startsWith('RS')) return verifySignature(hash, data, key, token.signature);
+    if (alg.startsWith('RS')) return crypto().verify(hash, data, key, token.signature);
     if (alg.startsWith('PS')) {
-      return verifySignature(hash, data, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST }, token.signature);
+      return crypto().verify(hash, data, { key, padding: crypto().constants.RSA_PKCS1_PSS_PADDING, saltLength: crypto().constants.RSA_PSS_SALTLEN_DIGEST }, token.signature);
     }
     if (token.signature.length !== EC_SIGNATURE_BYTES[alg]) return false;
-    return verifySignature(hash, data, { key, dsaEncoding: 'ieee-p1363' }, token.signature);
+    return crypto().verify(hash, data, { key, dsaEncoding: 'ieee-p1363' }, token.signature);
   } catch {
     return false;
   }
@@ -208,7 +210,7 @@ export function createTokenVerifier(options: TokenAuthOptions, path = 'tokenAuth
   function fromJwkHeader(token: ParsedToken, alg: TokenAlgorithm): TokenCheck {
     let key: KeyObject;
     try {
-      key = createPublicKey({ key: token.jwk as JsonWebKey, format: 'jwk' });
+      key = crypto().createPublicKey({ key: token.jwk as JsonWebKey, format: 'jwk' });
     } catch {
       return reject('invalid_token', 'jwk header is not a usable public key');
     }

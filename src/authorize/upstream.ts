@@ -1,5 +1,4 @@
-import http from 'node:http';
-import https from 'node:https';
+import type http from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { RegistryRedirectError, sendOciError } from '../errors.js';
 import { createSlotQueue, withSlot } from '../limits.js';
@@ -90,7 +89,8 @@ export interface UpstreamAuthorizerOptions {
 export type UpstreamProbe = (req: IncomingMessage, target: BlobTarget, path: string) => Promise<UpstreamVerdict>;
 
 export function createUpstreamProbe(opts: UpstreamAuthorizerOptions): UpstreamProbe {
-  const request = opts.upstream.protocol === 'https:' ? https.request : http.request;
+  // getBuiltinModule: node:https costs more to load than the rest of the package; only proxy mode needs it.
+  const request = opts.upstream.protocol === 'https:' ? process.getBuiltinModule('node:https').request : process.getBuiltinModule('node:http').request;
   const hostname = opts.upstream.hostname.replace(/^\[|\]$/g, '');
   const port = opts.upstream.port || (opts.upstream.protocol === 'https:' ? 443 : 80);
   const basePath = opts.upstream.pathname.replace(/\/+$/, '');

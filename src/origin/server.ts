@@ -1,14 +1,18 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { constants, type Stats } from 'node:fs';
-import { open, realpath, stat, type FileHandle } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join, sep } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { errorForLog } from '../log.js';
 import { completeObserver, type RedirectObserver } from '../metrics.js';
 import { isValidDigest, isValidRepositoryName } from '../routes.js';
 import type { OriginDescriptor } from '../signers/origin.js';
 import type { Logger } from '../types.js';
+
+// node:crypto, node:fs/promises and node:stream/promises load with the first origin request: importing
+// them would cost as much as the rest of the package, and most users never run an origin.
+const crypto = () => process.getBuiltinModule('node:crypto');
+const fsp = () => process.getBuiltinModule('node:fs/promises');
+const streams = () => process.getBuiltinModule('node:stream/promises');
 
 /** Options of {@link createOriginHandler}. */
 export interface OriginHandlerOptions {
@@ -57,7 +61,7 @@ export function parseOriginKey(origin: Pick<OriginDescriptor, 'layout' | 'keyOf'
 }
 
 function sameSecret(given: string, expected: string): boolean {
-  return timingSafeEqual(createHash('sha256').update(given).digest(), createHash('sha256').update(expected).digest());
+  return crypto().timingSafeEqual(crypto().createHash('sha256').update(given).digest(), crypto().createHash('sha256').update(expected).digest());
 }
 
 type RangeResult = { kind: 'all' } | { kind: 'part'; start: number; end: number } | { kind: 'unsatisfiable' };
@@ -109,7 +113,7 @@ export function createOriginHandler(origin: OriginDescriptor, options: OriginHan
   const prefix = `${origin.pathPrefix}/`;
   let rootReal: Promise<string> | undefined;
   const rootPath = (): Promise<string> => {
-    rootReal ??= realpath(origin.root).catch((err: unknown) => {
+    rootReal ??= fsp().realpath(origin.root).catch((err: unknown) => {
       rootReal = undefined;
       throw err;
     });
@@ -134,16 +138,16 @@ export function createOriginHandler(origin: OriginDescriptor, options: OriginHan
     const path = join(root, ...key.split('/'));
     let handle: FileHandle;
     try {
-      handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+      handle = await fsp().open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
     } catch {
       return undefined;
     }
     try {
       const stats = await handle.stat();
       // A directory on the way may be a symlink: the file must really be under the root.
-      const real = await realpath(path);
+      const real = await fsp().realpath(path);
       if (!stats.isFile() || !real.startsWith(root + sep)) throw new Error('outside the root');
-      const again = await stat(real);
+      const again = await fsp().stat(real);
       if (again.ino !== stats.ino || again.dev !== stats.dev) throw new Error('replaced while opening');
       return { handle, stats };
     } catch {
@@ -203,7 +207,7 @@ export function createOriginHandler(origin: OriginDescriptor, options: OriginHan
       }
       streaming = true;
       res.once('finish', () => observer.origin(status, length));
-      await pipeline(handle.createReadStream({ start, end, highWaterMark: READ_CHUNK }), res);
+      await streams().pipeline(handle.createReadStream({ start, end, highWaterMark: READ_CHUNK }), res);
     } finally {
       // createReadStream closes the handle itself when it ends or is destroyed.
       if (!streaming) await handle.close();

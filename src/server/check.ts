@@ -272,10 +272,11 @@ export async function runCheck(opts: CheckOptions, out: (line: string) => void, 
   const timeoutMs = opts.timeoutMs ?? 10_000;
   let config: ServerConfig;
   try {
-    config = loadConfig(opts.config, env);
+    config = await loadConfig(opts.config, env);
   } catch (err) {
     if (!(err instanceof RegistryRedirectError)) throw err;
-    out(`FAIL  config ${opts.config}: ${describeError(err)}`);
+    // A missing SDK is one line that names the packages; its cause (the resolver's error) adds nothing.
+    out(`FAIL  config ${opts.config}: ${err.code === 'DEPENDENCY_MISSING' ? err.message : describeError(err)}`);
     return 1;
   }
   let failed = 0;

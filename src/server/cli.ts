@@ -1,18 +1,14 @@
 #!/usr/bin/env node
 // First: on an old Node, one line and exit 1 before any dependency is evaluated.
 import './require-node.js';
-import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { RegistryRedirectError } from '../errors.js';
 import { errorForLog } from '../log.js';
-import { checkCommand } from './check.js';
-import { parseWorkers, runPrimary, shareMetricsWithPrimary } from './cluster.js';
-import { loadConfig } from './config.js';
 import { CONFIG_DOCS } from './docs-links.js';
-import { createServerLogger } from './logger.js';
-import { describeSigners } from './preflight.js';
-import { startServer } from './server.js';
+
+// Commands import what they need when they run: `--version` and `--help` load nothing else, and
+// `serve` loads only the signer modules (and cloud SDKs) its config names.
 
 const USAGE = `registry-redirect: 307 blob redirects to signed storage URLs in front of any OCI registry
 
@@ -38,6 +34,9 @@ function version(): string {
   return pkg.version;
 }
 
+/** Set by `serve` in a worker process of `serve --workers N`. */
+let isClusterWorker = false;
+
 async function serve(args: string[]): Promise<number> {
   const usage = (problem: string): number => {
     console.error(`registry-redirect serve: ${problem}\n\n${SERVE_USAGE}`);
@@ -55,13 +54,23 @@ async function serve(args: string[]): Promise<number> {
     return 0;
   }
   if (!values.config) return usage('--config FILE.yaml is required');
+  const [{ parseWorkers, runPrimary, shareMetricsWithPrimary }, { loadConfig }, { createServerLogger }, { describeSigners }, { startServer }] = await Promise.all([
+    import('./cluster.js'),
+    import('./config.js'),
+    import('./logger.js'),
+    import('./preflight.js'),
+    import('./server.js'),
+  ]);
   let workers: number;
   try {
     workers = parseWorkers(values.workers);
   } catch (err) {
     return usage((err as Error).message);
   }
-  const config = loadConfig(values.config);
+  // node:cluster loads child_process, net and worker_threads: only `serve` needs it.
+  const { default: cluster } = await import('node:cluster');
+  isClusterWorker = cluster.isWorker;
+  const config = await loadConfig(values.config);
   const logger = await createServerLogger(config.log, { name: 'registry-redirect', ...(cluster.isWorker && { worker: cluster.worker?.id }) });
   if (workers > 1 && cluster.isPrimary) return runPrimary({ workers, config, logger });
   // A worker of `--workers N`: the primary serves the metrics listener, summed over workers.
@@ -109,7 +118,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'serve':
         return await serve(rest);
       case 'check':
-        return await checkCommand(rest);
+        return await (await import('./check.js')).checkCommand(rest);
       case '--version':
       case '-v':
       case 'version':
@@ -126,6 +135,10 @@ export async function main(argv: string[]): Promise<number> {
         return 2;
     }
   } catch (err) {
+    if (err instanceof RegistryRedirectError && err.code === 'DEPENDENCY_MISSING') {
+      console.error(`registry-redirect: ${err.message}`);
+      return 1;
+    }
     if (err instanceof RegistryRedirectError && err.code === 'CONFIG_INVALID') {
       console.error(`registry-redirect: invalid configuration:\n${err.message}`);
       return 1;
@@ -142,6 +155,6 @@ export async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then((code) => {
   process.exitCode = code;
   // A worker of `serve --workers`: its IPC channel to the primary would keep it alive.
-  if (cluster.isWorker) process.disconnect?.();
+  if (isClusterWorker) process.disconnect?.();
   // Let pino flush; the server is closed, so the event loop drains and the process exits.
 });

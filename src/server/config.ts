@@ -9,9 +9,9 @@ import { buildRolloutConfig, type RolloutConfig } from './rollout-config.js';
 import { authorizeFromConfig, type AuthorizeConfig } from './authorize-config.js';
 import { buildCacheConfig, cacheBlock, type CacheConfig } from './cache-config.js';
 import type { PreflightMode } from './preflight.js';
+import { loadSignerKinds, signerFromConfig } from './signer-config.js';
 import { buildPushConfig } from './push-config.js';
-import type { PushOptions } from '../push.js';
-import { signerFromConfig } from './signer-config.js';
+import type { PushOptions } from '../types.js';
 import { parseConfigPart } from './validate.js';
 import { tlsFromConfig, upstreamTlsFromConfig, type TlsServerConfig } from './tls.js';
 import type { UpstreamTlsOptions } from '../types.js';
@@ -164,7 +164,10 @@ export function parseListen(text: string, key = 'listen'): { host: string; port:
   return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
 }
 
-/** Validates a parsed (and env-expanded) config object. */
+/**
+ * Validates a parsed (and env-expanded) config object. The signer kinds it names must be loaded
+ * first ({@link loadSignerKinds}, which {@link loadConfig} calls).
+ */
 export function buildConfig(raw: unknown): ServerConfig {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     throw new RegistryRedirectError('CONFIG_INVALID', 'config: the file must be a YAML mapping with at least `upstream` and `signer`');
@@ -196,11 +199,11 @@ export function buildConfig(raw: unknown): ServerConfig {
   };
   const { maxConnections, ...middlewareLimits } = file.limits ?? {};
   const limits = { ...resolveLimits(middlewareLimits, 'limits'), maxConnections };
-  const signer = signerFromConfig(file.signer, 'signer', { expiryMs, listen });
+  const signer = signerFromConfig(file.signer, 'signer', { expiry: expiryMs, listen });
   let extra: RolloutConfig;
   let push: PushOptions | undefined;
   try {
-    extra = buildRolloutConfig(file, { expiryMs, listen });
+    extra = buildRolloutConfig(file, { expiry: expiryMs, listen });
     push = buildPushConfig(file.push, extra.trustedProxies);
   } catch (err) {
     void signer.close?.();
@@ -229,13 +232,18 @@ export function buildConfig(raw: unknown): ServerConfig {
   };
 }
 
-/** Reads, env-expands and validates a YAML config file. */
-export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): ServerConfig {
+/**
+ * Reads, env-expands and validates a YAML config file, importing the signer modules (and their
+ * SDKs) it names.
+ */
+export async function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): Promise<ServerConfig> {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch (cause) {
     throw new RegistryRedirectError('CONFIG_INVALID', `--config: cannot read ${path}: ${(cause as Error).message}`, { cause });
   }
-  return buildConfig(expandEnv(parseConfigYaml(text, path), env));
+  const expanded = expandEnv(parseConfigYaml(text, path), env);
+  await loadSignerKinds(expanded);
+  return buildConfig(expanded);
 }

@@ -1,5 +1,11 @@
 import { pino, type DestinationStream, type Logger as PinoLogger, type LoggerOptions } from 'pino';
 import type { ServerConfig } from './config.js';
+import type PinoPretty from 'pino-pretty';
+
+/** pino-pretty's factory (an optional peer, imported only for `log.format: pretty`). */
+type PrettyFactory = typeof PinoPretty;
+
+const importPretty = async (): Promise<PrettyFactory> => (await import('pino-pretty')).default;
 
 /** `log.format` as the server applies it: what was configured, else pretty on a terminal only. */
 export function logFormat(log: ServerConfig['log'], stdout: { isTTY?: boolean } = process.stdout): 'json' | 'pretty' {
@@ -14,11 +20,21 @@ export function logFormat(log: ServerConfig['log'], stdout: { isTTY?: boolean } 
 export async function createServerLogger(
   log: ServerConfig['log'],
   base: Record<string, unknown>,
-  options: { destination?: DestinationStream; stdout?: { isTTY?: boolean } } = {},
+  options: { destination?: DestinationStream; stdout?: { isTTY?: boolean }; importPretty?: () => Promise<PrettyFactory> } = {},
 ): Promise<PinoLogger> {
   const settings: LoggerOptions = { level: log.level, base };
-  if (logFormat(log, options.stdout) === 'json') return options.destination ? pino(settings, options.destination) : pino(settings);
-  const { default: pretty } = await import('pino-pretty');
+  const json = (): PinoLogger => (options.destination ? pino(settings, options.destination) : pino(settings));
+  if (logFormat(log, options.stdout) === 'json') return json();
+  let pretty: PrettyFactory;
+  try {
+    pretty = await (options.importPretty ?? importPretty)();
+  } catch (err) {
+    // pino-pretty is an optional peer: an install without it still runs, with JSON lines.
+    if ((err as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND' || !String((err as Error).message).includes('pino-pretty')) throw err;
+    const logger = json();
+    logger.warn({ format: 'pretty' }, 'log.format pretty needs the pino-pretty package (npm install pino-pretty); writing JSON lines');
+    return logger;
+  }
   return pino(
     settings,
     pretty({

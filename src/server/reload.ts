@@ -164,7 +164,7 @@ export function createConfigReloader(opts: ConfigReloaderOptions): ConfigReloade
     const hash = fileHash();
     let config: ServerConfig;
     try {
-      config = loadConfig(path, opts.env ?? process.env);
+      config = await loadConfig(path, opts.env ?? process.env);
       let prepared: { commit(): void; abort(): void } | undefined;
       try {
         prepared = await opts.prepare?.(config);

@@ -3,12 +3,12 @@ import { createClientIpResolver } from '../client-ip.js';
 import { parseDuration } from '../duration.js';
 import { RegistryRedirectError } from '../errors.js';
 import { validateHealthOptions, type SignerHealthOptions } from '../health.js';
-import { DEFAULT_SIGNER, NO_SIGNER, compileRollout, type RolloutPolicy } from '../rollout.js';
+import { DEFAULT_SIGNER, NO_SIGNER, compilePolicy, type RolloutPolicy } from '../rollout.js';
 import type { Signer } from '../types.js';
 import { signerFromConfig, type SignerCommon } from './signer-config.js';
 import { parseConfigPart } from './validate.js';
 
-/** The config-file blocks of issue 4, validated. */
+/** The config-file blocks about routing and operations (trusted proxies, named signers, policy, breaker, metrics, reload), validated. */
 export interface RolloutConfig {
   /** Peers whose `X-Forwarded-For` is believed. Default none. */
   trustedProxies: string[];
@@ -107,7 +107,7 @@ function buildRest(raw: RawRolloutBlocks, signers: Record<string, Signer>, clien
 
   let rollout: RolloutPolicy | undefined;
   if (raw.rollout !== undefined) {
-    compileRollout(raw.rollout as RolloutPolicy, { signerNames, clientIp });
+    compilePolicy(raw.rollout as RolloutPolicy, { signerNames, clientIp });
     rollout = raw.rollout as RolloutPolicy;
   }
 

@@ -1,4 +1,3 @@
-import { DefaultAzureCredential, type TokenCredential } from '@azure/identity';
 import {
   BlobSASPermissions,
   BlobServiceClient,
@@ -6,11 +5,21 @@ import {
   StorageSharedKeyCredential,
   generateBlobSASQueryParameters,
   type BlobSASSignatureValues,
+  type newPipeline,
   type UserDelegationKey,
 } from '@azure/storage-blob';
 import { RegistryRedirectError } from '../errors.js';
+import { once, requireOptional, zod } from '../lazy.js';
 import type { BlobLayout, SignRequest, SignedUrl, Signer } from '../types.js';
-import { SEVEN_DAYS_MS, configError as fail, encodeKeyPath, layoutOf, signerExpiry } from './common.js';
+import { DEFAULT_EXPIRY_MS, SEVEN_DAYS_MS, configError as fail, encodeKeyPath, layoutOf, signerExpiry } from './common.js';
+import { blockKeys, signerKind } from './kind.js';
+
+/**
+ * An Azure AD credential (`@azure/identity`'s `DefaultAzureCredential`, `ManagedIdentityCredential`,
+ * ...), as @azure/storage-blob takes it (`newPipeline`): named through that package so that the typings need
+ * only that package.
+ */
+export type TokenCredential = Extract<NonNullable<Parameters<typeof newPipeline>[0]>, { getToken: unknown }>;
 
 /** Azure caps user delegation keys at 7 days; we ask for one day and renew early. */
 const DELEGATION_KEY_LIFETIME_MS = 24 * 3_600_000;
@@ -35,10 +44,19 @@ export interface AzureSignerOptions {
   rootDirectory?: string;
   /** How keys are built from digests. Default `distribution`. */
   layout?: BlobLayout;
-  /** Lifetime of a signed URL: seconds or a duration like `"20m"`. Default 20 minutes; at most 7 days. */
+  /** Lifetime of a signed URL: milliseconds or a duration like `"20m"`. Default 20 minutes; at most 7 days. */
   expiry?: number | string;
-  /** Azure AD credential for user delegation SAS. Default `new DefaultAzureCredential()`. Ignored with `accountKey`. */
+  /**
+   * Azure AD credential for user delegation SAS. Default `new DefaultAzureCredential()` from
+   * `@azure/identity` (then that package must be installed). Ignored with `accountKey`.
+   */
   credential?: TokenCredential;
+}
+
+/** Managed identity, workload identity, environment, Azure CLI: only loaded for user delegation SAS. */
+function defaultCredential(): TokenCredential {
+  const identity = requireOptional<{ DefaultAzureCredential: new () => TokenCredential }>('@azure/identity', 'signer.azure without accountKey (user delegation SAS)');
+  return new identity.DefaultAzureCredential();
 }
 
 /**
@@ -106,7 +124,7 @@ export function azureSigner(options: AzureSignerOptions): Signer {
   }
 
   // User delegation SAS: the key comes from Azure AD; fetch it once, share it, renew it early.
-  const service = new BlobServiceClient(endpointText, options.credential ?? new DefaultAzureCredential());
+  const service = new BlobServiceClient(endpointText, options.credential ?? defaultCredential());
   let delegation: { key: UserDelegationKey; expiresAt: number } | undefined;
   let pending: Promise<UserDelegationKey> | undefined;
 
@@ -142,3 +160,42 @@ export function azureSigner(options: AzureSignerOptions): Signer {
     },
   };
 }
+
+/** Defaults of {@link azureSigner} and the `signer.azure` block. */
+export const AZURE_DEFAULTS = { expiry: DEFAULT_EXPIRY_MS, rootDirectory: '', layout: 'distribution' } as const;
+
+// The SDK decodes any string leniently (`not-base64!` becomes a key that signs garbage), so the
+// shape is checked here: whole base64 groups with the standard alphabet.
+const BASE64_KEY = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$/;
+
+/** The `signer.azure` config block. */
+export const azureConfig = once(() => {
+  const { z } = zod();
+  const k = blockKeys(z);
+  return z
+    .object({
+      account: k.text('the storage account name', 'devstoreaccount1'),
+      accountKey: k
+        .text('the base64 account key (or omit it to use managed identity)', '${AZURE_STORAGE_KEY}')
+        .regex(BASE64_KEY, { error: 'not a base64 account key; write key1 or key2 of the storage account as shown by the portal or `az storage account keys list` (88 characters ending in "==")' })
+        .optional(),
+      container: k.text('the container name', 'registry'),
+      endpoint: z.url({ error: 'write the blob service URL, e.g. "https://myaccount.blob.core.windows.net"' }).optional(),
+      ...k.layout,
+    })
+    .strict()
+    .superRefine((block, ctx) => {
+      // Without a key the SAS needs a user delegation key from Azure AD, whose bearer token the SDK
+      // sends over https only: on an http endpoint every signing would fail.
+      if (block.accountKey === undefined && block.endpoint?.startsWith('http:')) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['accountKey'],
+          message: `missing; ${block.endpoint} is plain http, where managed identity (user delegation SAS) cannot work; write the account key (Azurite: its well-known dev key) or use an https endpoint`,
+        });
+      }
+    });
+});
+
+/** `signer: { azure: {...} }`. */
+export const azureKind = signerKind({ schema: azureConfig, create: (block, common) => azureSigner({ ...block, expiry: common.expiry }) });

@@ -1,13 +1,9 @@
 import { LRUCache } from 'lru-cache';
-import type { SignRequest, SignedUrl, Signer } from '../types.js';
+import type { CacheResult, SignRequest, SignedUrl, Signer } from '../types.js';
 import { isPromiseLike } from '../promise.js';
 import { configError } from './common.js';
 
-/**
- * What the cache did for one request: `hit` (a cached URL, or joined a signing already under way),
- * `miss` (nothing cached: signed), `refresh` (the cached URL was too close to its expiry: re-signed).
- */
-export type CacheResult = 'hit' | 'miss' | 'refresh';
+export type { CacheResult } from '../types.js';
 
 /** Options of {@link cachedSigner}; the same keys as the `cache` config block. */
 export interface CachedSignerOptions {

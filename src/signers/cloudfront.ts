@@ -2,7 +2,9 @@ import { createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { getSignedUrl } from '@aws-sdk/cloudfront-signer';
 import type { SignRequest, SignedUrl, Signer } from '../types.js';
-import { SEVEN_DAYS_MS, configError, encodeKeyPath, layoutOf, parseBaseUrl, requireOptions, requireText, signerExpiry, urlPrefix, type LayoutOptions } from './common.js';
+import { once, zod } from '../lazy.js';
+import { blockKeys, signerKind } from './kind.js';
+import { DEFAULT_EXPIRY_MS, SEVEN_DAYS_MS, configError, encodeKeyPath, layoutOf, parseBaseUrl, requireOptions, requireText, signerExpiry, urlPrefix, type LayoutOptions } from './common.js';
 
 /** Options of {@link cloudfrontSigner}; the same keys as the `signer.cloudfront` config block. */
 export interface CloudFrontSignerOptions extends LayoutOptions {
@@ -19,7 +21,7 @@ export interface CloudFrontSignerOptions extends LayoutOptions {
   privateKeyFile?: string;
   /** Signature hash: `SHA1` (default, what CloudFront has always accepted) or `SHA256`. */
   algorithm?: 'SHA1' | 'SHA256';
-  /** Lifetime of a signed URL: seconds or a duration like `"20m"`. Default 20 minutes; at most 7 days. */
+  /** Lifetime of a signed URL: milliseconds or a duration like `"20m"`. Default 20 minutes; at most 7 days. */
   expiry?: number | string;
   /** Clock, epoch milliseconds. Default `Date.now`; for tests. */
   now?: () => number;
@@ -89,3 +91,25 @@ export function cloudfrontSigner(options: CloudFrontSignerOptions): Signer {
     },
   };
 }
+
+/** Defaults of {@link cloudfrontSigner} and the `signer.cloudfront` block. */
+export const CLOUDFRONT_DEFAULTS = { expiry: DEFAULT_EXPIRY_MS, algorithm: 'SHA1', rootDirectory: '', layout: 'distribution' } as const;
+
+/** The `signer.cloudfront` config block. */
+export const cloudfrontConfig = once(() => {
+  const { z } = zod();
+  const k = blockKeys(z);
+  return z
+    .object({
+      baseUrl: k.url('https://d111111abcdef8.cloudfront.net'),
+      keyPairId: k.text('the public key id from the key group', 'K2JCJMDEHXQW5F'),
+      privateKey: k.text('the PEM private key', '${CLOUDFRONT_PRIVATE_KEY}').optional(),
+      privateKeyFile: k.text('the path of the PEM private key', '/etc/cloudfront/pk.pem').optional(),
+      algorithm: z.enum(['SHA1', 'SHA256'], { error: 'write "SHA1" (default) or "SHA256"' }).optional(),
+      ...k.layout,
+    })
+    .strict();
+});
+
+/** `signer: { cloudfront: {...} }`. */
+export const cloudfrontKind = signerKind({ schema: cloudfrontConfig, create: (block, common) => cloudfrontSigner({ ...block, expiry: common.expiry, ...(common.now ? { now: common.now } : {}) }) });

@@ -31,11 +31,16 @@ export function formatDuration(ms: number): string {
 }
 
 /**
- * Parses a signer's `expiry` (seconds or a duration string) and checks it against the provider's
- * limit. `what` says whose limit it is, e.g. "an S3 presigned URL (SigV4)".
+ * Parses a signer's `expiry` (milliseconds, like every duration in the library's options, or a
+ * duration string such as `"20m"`) and checks it against the provider's limit. `what` says whose
+ * limit it is, e.g. "an S3 presigned URL (SigV4)".
  */
 export function signerExpiry(expiry: number | string | undefined, maxMs: number, what: string): number {
-  const ms = expiry === undefined ? DEFAULT_EXPIRY_MS : parseDuration(expiry, 'expiry');
+  let ms: number;
+  if (expiry === undefined) ms = DEFAULT_EXPIRY_MS;
+  else if (typeof expiry === 'string') ms = parseDuration(expiry, 'expiry');
+  else if (Number.isFinite(expiry) && expiry > 0) ms = Math.round(expiry);
+  else configError(`expiry: ${JSON.stringify(expiry)} is not a duration; write milliseconds (e.g. 1200000) or a string such as "20m"`);
   if (ms > maxMs) {
     const limit = maxMs % 86_400_000 === 0 ? `${maxMs / 86_400_000} days` : formatDuration(maxMs);
     configError(`expiry: ${formatDuration(ms)} is longer than ${limit}, the longest ${what} can live; write a shorter duration, e.g. "20m"`);

@@ -2,7 +2,9 @@ import { createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Storage, type StorageOptions } from '@google-cloud/storage';
 import type { SignRequest, SignedUrl, Signer } from '../types.js';
-import { SEVEN_DAYS_MS, configError, layoutOf, parseBaseUrl, requireOptions, requireText, signerExpiry, urlPrefix, type LayoutOptions } from './common.js';
+import { once, zod } from '../lazy.js';
+import { blockKeys, signerKind } from './kind.js';
+import { DEFAULT_EXPIRY_MS, SEVEN_DAYS_MS, configError, layoutOf, parseBaseUrl, requireOptions, requireText, signerExpiry, urlPrefix, type LayoutOptions } from './common.js';
 
 /** Options of {@link gcsSigner}; the same keys as the `signer.gcs` config block. */
 export interface GcsSignerOptions extends LayoutOptions {
@@ -27,7 +29,7 @@ export interface GcsSignerOptions extends LayoutOptions {
    * `https://blobs.example.com`: URLs become `<bucketBoundHostname>/<key>`.
    */
   bucketBoundHostname?: string;
-  /** Lifetime of a signed URL: seconds or a duration like `"20m"`. Default 20 minutes; at most 7 days. */
+  /** Lifetime of a signed URL: milliseconds or a duration like `"20m"`. Default 20 minutes; at most 7 days. */
   expiry?: number | string;
   /** Clock, epoch milliseconds. Default `Date.now`; for tests. */
   now?: () => number;
@@ -173,3 +175,27 @@ export function gcsSigner(options: GcsSignerOptions): Signer {
     },
   };
 }
+
+/** Defaults of {@link gcsSigner} and the `signer.gcs` block. */
+export const GCS_DEFAULTS = { expiry: DEFAULT_EXPIRY_MS, endpoint: 'https://storage.googleapis.com', virtualHostedStyle: false, rootDirectory: '', layout: 'distribution' } as const;
+
+/** The `signer.gcs` config block. */
+export const gcsConfig = once(() => {
+  const { z } = zod();
+  const k = blockKeys(z);
+  return z
+    .object({
+      bucket: k.text('the bucket name', 'registry'),
+      keyFile: k.text('the path of a service account key file', '/etc/registry-redirect/sa.json').optional(),
+      clientEmail: k.text('the service account email', 'registry@my-project.iam.gserviceaccount.com').optional(),
+      privateKey: k.text('the PEM private key of the service account', '${GCS_PRIVATE_KEY}').optional(),
+      endpoint: k.url('https://storage.googleapis.com').optional(),
+      virtualHostedStyle: k.flag('true: https://<bucket>.storage.googleapis.com/<key>').optional(),
+      bucketBoundHostname: k.url('https://blobs.example.com').optional(),
+      ...k.layout,
+    })
+    .strict();
+});
+
+/** `signer: { gcs: {...} }`. */
+export const gcsKind = signerKind({ schema: gcsConfig, create: (block, common) => gcsSigner({ ...block, expiry: common.expiry, ...(common.now ? { now: common.now } : {}) }) });

@@ -1,6 +1,12 @@
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import type * as NodeCrypto from 'node:crypto';
 import type { SignRequest, SignedUrl, Signer } from '../types.js';
-import { SEVEN_DAYS_MS, configError, encodeKeyPath, layoutOf, parseBaseUrl, requireOptions, requireText, signerExpiry, urlPrefix, type LayoutOptions } from './common.js';
+import { once, zod } from '../lazy.js';
+import { blockKeys, signerKind } from './kind.js';
+import { DEFAULT_EXPIRY_MS, SEVEN_DAYS_MS, configError, encodeKeyPath, layoutOf, parseBaseUrl, requireOptions, requireText, signerExpiry, urlPrefix, type LayoutOptions } from './common.js';
+
+/** node:crypto, loaded by the first signer: importing it costs as much as the rest of the package. */
+let nodeCrypto: typeof NodeCrypto | undefined;
+const crypto = (): typeof NodeCrypto => (nodeCrypto ??= process.getBuiltinModule('node:crypto'));
 
 /** How the token is computed: an HMAC keyed with `key`, or a plain hash over a message that contains `{key}`. */
 export type HmacAlgorithm = 'hmac-sha256' | 'hmac-sha1' | 'hmac-sha512' | 'md5' | 'sha1' | 'sha256';
@@ -33,7 +39,7 @@ export interface HmacSignerOptions extends LayoutOptions {
   encoding?: TokenEncoding;
   /** Value of `{keyName}`, e.g. Google Cloud CDN's key name. */
   keyName?: string;
-  /** Lifetime of a signed URL: seconds or a duration like `"20m"`. Default 20 minutes; at most 7 days. */
+  /** Lifetime of a signed URL: milliseconds or a duration like `"20m"`. Default 20 minutes; at most 7 days. */
   expiry?: number | string;
   /** Clock, epoch milliseconds. Default `Date.now`; for tests. */
   now?: () => number;
@@ -196,7 +202,7 @@ function compileScheme(options: HmacSignerOptions, factory: string): CompiledSch
 
 function tokenOf(scheme: CompiledScheme, values: Values): string {
   const text = render(scheme.message, values, asIs);
-  const digest = scheme.hmac ? createHmac(scheme.hash, scheme.secret).update(text).digest() : createHash(scheme.hash).update(text).digest();
+  const digest = scheme.hmac ? crypto().createHmac(scheme.hash, scheme.secret).update(text).digest() : crypto().createHash(scheme.hash).update(text).digest();
   return encodeToken(digest, scheme.encoding);
 }
 
@@ -317,7 +323,33 @@ export function hmacTokenVerifier(options: HmacSignerOptions): HmacTokenVerifier
       }
       const expected = Buffer.from(tokenOf(scheme, values));
       const actual = Buffer.from(given.token ?? '');
-      return expected.length === actual.length && timingSafeEqual(expected, actual) ? 'ok' : 'mismatch';
+      return expected.length === actual.length && crypto().timingSafeEqual(expected, actual) ? 'ok' : 'mismatch';
     },
   };
 }
+
+/** Defaults of {@link hmacSigner} and the `signer.hmac` block (a preset's values override them). */
+export const HMAC_DEFAULTS = { expiry: DEFAULT_EXPIRY_MS, algorithm: 'hmac-sha256', encoding: 'base64url-nopad', keyEncoding: 'utf8', rootDirectory: '', layout: 'distribution' } as const;
+
+/** The `signer.hmac` config block. */
+export const hmacConfig = once(() => {
+  const { z } = zod();
+  const k = blockKeys(z);
+  return z
+    .object({
+      baseUrl: k.url('https://cdn.example.com'),
+      key: k.text('the shared secret', '${CDN_KEY}'),
+      keyEncoding: z.enum(KEY_ENCODINGS, { error: 'write utf8 (default), base64, base64url or hex' }).optional(),
+      preset: z.enum(Object.keys(HMAC_PRESETS) as [HmacPreset, ...HmacPreset[]], { error: `write one of ${Object.keys(HMAC_PRESETS).join(', ')}` }).optional(),
+      algorithm: z.enum(Object.keys(ALGORITHMS) as [HmacAlgorithm, ...HmacAlgorithm[]], { error: 'write hmac-sha256 (default), hmac-sha1, hmac-sha512, md5, sha1 or sha256' }).optional(),
+      message: k.text('the signed message template', '{path}{expires}').optional(),
+      query: k.text('the query template', 'expires={expires}&token={token}').optional(),
+      encoding: z.enum(ENCODINGS as [TokenEncoding, ...TokenEncoding[]], { error: 'write base64, base64url, base64url-nopad or hex' }).optional(),
+      keyName: k.text('the key name configured at the CDN', 'registry-key').optional(),
+      ...k.layout,
+    })
+    .strict();
+});
+
+/** `signer: { hmac: {...} }`. */
+export const hmacKind = signerKind({ schema: hmacConfig, create: (block, common) => hmacSigner({ ...block, expiry: common.expiry, ...(common.now ? { now: common.now } : {}) }) });

@@ -1,4 +1,3 @@
-import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { resolveLayout, type LayoutFn } from '../layouts.js';
 import type { Signer } from '../types.js';
@@ -39,7 +38,7 @@ export interface OriginSignerOptions {
   keyEncoding?: HmacSignerOptions['keyEncoding'];
   /** Origin shield: a header the CDN adds to every request it forwards; requests without it get 403. */
   originSecretHeader?: { name: string; value: string };
-  /** Lifetime of a signed URL: seconds or a duration like `"20m"`. Default 20 minutes. */
+  /** Lifetime of a signed URL: milliseconds or a duration like `"20m"`. Default 20 minutes. */
   expiry?: number | string;
   /** Clock, epoch milliseconds. Default `Date.now`; for tests. */
   now?: () => number;
@@ -80,7 +79,7 @@ const HEADER_NAME = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/;
 
 /** `http://host:port`, brackets for IPv6. */
 export function listenUrl(listen: { host: string; port: number }): string {
-  return `http://${isIP(listen.host) === 6 ? `[${listen.host}]` : listen.host}:${listen.port}`;
+  return `http://${process.getBuiltinModule('node:net').isIP(listen.host) === 6 ? `[${listen.host}]` : listen.host}:${listen.port}`;
 }
 
 const WILDCARDS = new Set(['0.0.0.0', '::', '']);

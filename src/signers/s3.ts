@@ -1,7 +1,9 @@
 import { S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
 import { S3RequestPresigner } from '@aws-sdk/s3-request-presigner';
 import type { SignRequest, SignedUrl, Signer } from '../types.js';
-import { SEVEN_DAYS_MS, configError, layoutOf, parseBaseUrl, requireOptions, requireText, signerExpiry, type LayoutOptions } from './common.js';
+import { once, zod } from '../lazy.js';
+import { blockKeys, signerKind } from './kind.js';
+import { DEFAULT_EXPIRY_MS, SEVEN_DAYS_MS, configError, layoutOf, parseBaseUrl, requireOptions, requireText, signerExpiry, type LayoutOptions } from './common.js';
 
 /** Options of {@link s3Signer}; the same keys as the `signer.s3` config block. */
 export interface S3SignerOptions extends LayoutOptions {
@@ -27,7 +29,7 @@ export interface S3SignerOptions extends LayoutOptions {
    * AWS SDK's default chain (environment, SSO/shared config, web identity/IRSA, ECS, instance role).
    */
   credentials?: S3ClientConfig['credentials'];
-  /** Lifetime of a signed URL: seconds or a duration like `"20m"`. Default 20 minutes; at most 7 days. */
+  /** Lifetime of a signed URL: milliseconds or a duration like `"20m"`. Default 20 minutes; at most 7 days. */
   expiry?: number | string;
   /** Clock, epoch milliseconds. Default `Date.now`; for tests. */
   now?: () => number;
@@ -199,3 +201,27 @@ function staticCredentials(options: S3SignerOptions): S3ClientConfig['credential
   requireText(secretAccessKey, 'signer.s3.secretAccessKey', 'the secret access key', '${AWS_SECRET_ACCESS_KEY}');
   return { accessKeyId, secretAccessKey, ...(sessionToken ? { sessionToken } : {}) };
 }
+
+/** Defaults of {@link s3Signer} and the `signer.s3` block. */
+export const S3_DEFAULTS = { expiry: DEFAULT_EXPIRY_MS, regionWithEndpoint: 'us-east-1', forcePathStyle: false, rootDirectory: '', layout: 'distribution' } as const;
+
+/** The `signer.s3` config block. */
+export const s3Config = once(() => {
+  const { z } = zod();
+  const k = blockKeys(z);
+  return z
+    .object({
+      bucket: k.text('the bucket name', 'registry'),
+      region: k.text("the bucket's region", 'us-east-1').optional(),
+      endpoint: k.url('http://127.0.0.2:4568').optional(),
+      forcePathStyle: k.flag('true: <endpoint>/<bucket>/<key>; false: virtual-hosted, default').optional(),
+      accessKeyId: k.text('the access key id (or omit it and secretAccessKey for the default credential chain)', '${AWS_ACCESS_KEY_ID}').optional(),
+      secretAccessKey: k.text('the secret access key', '${AWS_SECRET_ACCESS_KEY}').optional(),
+      sessionToken: k.text('the session token of temporary credentials', '${AWS_SESSION_TOKEN}').optional(),
+      ...k.layout,
+    })
+    .strict();
+});
+
+/** `signer: { s3: {...} }`. */
+export const s3Kind = signerKind({ schema: s3Config, create: (block, common) => s3Signer({ ...block, expiry: common.expiry, ...(common.now ? { now: common.now } : {}) }) });

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AZURITE_KEY } from '../helpers/constants.js';
 import { dockerignore, execForm, parseDockerfile, type Instruction, type Stage } from '../helpers/dockerfile.js';
-import { ROOT, linkPackages, productionPackages, runNode } from '../helpers/package.js';
+import { ROOT, imagePackages, linkPackages, runNode } from '../helpers/package.js';
 import { supervise } from '../support/child.js';
 import { request, waitFor } from '../support/http.js';
 import { freePort } from '../support/ports.js';
@@ -15,7 +15,8 @@ import { freePort } from '../support/ports.js';
  * and its shape is asserted: multi-stage, production deps only, non-root, HEALTHCHECK. Second, the
  * build stage is assembled from its own COPY lines and its `npm run build` is run there, which
  * proves the copied files are enough. Third, the runtime stage is assembled from its COPY lines
- * (dist from that build, node_modules with only the production packages the lockfile lists). Its
+ * (dist from that build, node_modules with the production packages and the optional peers the
+ * lockfile lists, as the deps stage installs them). Its
  * ENTRYPOINT/CMD and HEALTHCHECK commands are then run as written.
  */
 
@@ -42,13 +43,23 @@ function envOf(s: Stage): Record<string, string> {
 }
 
 describe('Dockerfile: shape', () => {
-  it('is multi-stage: build compiles, deps installs production dependencies only, the runtime copies from both', () => {
+  it('is multi-stage: build compiles, deps installs production dependencies and every optional peer, the runtime copies from both', () => {
     expect(dockerfile.stages.map((s) => s.name)).toEqual(['build', 'deps', undefined]);
     const build = stage('build');
     expect(all(build, 'RUN').map((i) => i.args)).toEqual(['npm ci --ignore-scripts --no-audit --no-fund', 'npm run build']);
     expect(pkg.scripts.build).toBe('tsc -p tsconfig.build.json');
     const depsRun = one(stage('deps'), 'RUN').args;
-    expect(depsRun).toMatch(/^npm ci --omit=dev /);
+    // The optional peers (cloud SDKs) become dependencies; dev dependencies go.
+    const rewrite = /^node -e "([^"]+)"/.exec(depsRun)?.[1];
+    expect(rewrite).toBeDefined();
+    const manifest = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as Record<string, unknown>;
+    const files = new Map([['package.json', JSON.stringify(manifest)]]);
+    const fs = { readFileSync: (f: string) => files.get(f)!, writeFileSync: (f: string, text: string) => files.set(f, text) };
+    new Function('require', rewrite!)((m: string) => (m === 'fs' ? fs : undefined));
+    const image = JSON.parse(files.get('package.json')!) as { dependencies: Record<string, string>; devDependencies?: unknown };
+    expect(image.dependencies).toEqual({ ...(manifest.dependencies as object), ...(manifest.peerDependencies as object) });
+    expect(image.devDependencies).toBeUndefined();
+    expect(depsRun).toContain(' && npm install --omit=dev --ignore-scripts ');
     // The trim step removes typings and source maps only, never code or license files.
     const deleted = [...depsRun.matchAll(/-name '([^']+)'/g)].map((m) => m[1]);
     expect(deleted).toEqual(['*.d.ts', '*.d.mts', '*.d.cts', '*.map']);
@@ -156,7 +167,7 @@ describe('Dockerfile: the runtime stage, assembled and run', () => {
       const from = parts[0]!.startsWith('--from=') ? parts.shift()!.slice('--from='.length) : undefined;
       const dest = parts.pop()!;
       for (const source of parts) {
-        if (from === 'deps' && source === '/app/node_modules') await linkPackages(join(app, 'node_modules'), await productionPackages());
+        if (from === 'deps' && source === '/app/node_modules') await linkPackages(join(app, 'node_modules'), await imagePackages());
         else if (from === 'build' && source.startsWith('/app/')) await cp(join(await buildStage(), source.slice('/app/'.length)), join(app, dest), { recursive: true });
         else if (from === undefined) await cp(join(ROOT, source), join(app, dest.endsWith('/') || dest === './' ? source : dest));
         else throw new Error(`the test does not know how to assemble COPY ${copy.args}`);
@@ -183,7 +194,7 @@ describe('Dockerfile: the runtime stage, assembled and run', () => {
     expect(run.stdout.trim()).toBe(pkg.version);
   });
 
-  it('ENTRYPOINT + CMD serve the proxy with production dependencies only; HEALTHCHECK passes, then fails once stopped; SIGTERM exits 0', async () => {
+  it('ENTRYPOINT + CMD serve the proxy with the image dependencies; HEALTHCHECK passes, then fails once stopped; SIGTERM exits 0', async () => {
     const [, ...args] = command();
     const env = { PATH: process.env.PATH, ...envOf(final), HEALTHCHECK_URL: `http://127.0.0.1:${port}/healthz`, AZURE_STORAGE_KEY: AZURITE_KEY };
     const server = supervise(process.execPath, args, { cwd: app, env });

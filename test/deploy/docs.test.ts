@@ -41,13 +41,10 @@ describe('docs', () => {
     }
   });
 
-  /** Files the docs name that parallel work adds (issue 4: metrics). */
-  const PENDING_FILES = new Set(['src/metrics.ts']);
-
   it('the example READMEs and the deploy doc name files that exist', () => {
     for (const doc of readmes) {
       for (const m of read(doc).matchAll(/`((?:examples|test|scripts|docs|src)\/[\w./-]+\.(?:ts|js|mjs|json|yaml|yml|md))`/g)) {
-        if (!PENDING_FILES.has(m[1]!)) expect(existsSync(join(ROOT, m[1]!)), `${doc} mentions ${m[1]}`).toBe(true);
+        expect(existsSync(join(ROOT, m[1]!)), `${doc} mentions ${m[1]}`).toBe(true);
       }
     }
   });

@@ -1,9 +1,10 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import bcrypt from 'bcryptjs';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { resolveLayout } from '../../src/layouts.js';
+import type { ServerConfig } from '../../src/server/config.js';
 import { AZURITE_KEY } from '../helpers/constants.js';
 import { execForm, parseDockerfile } from '../helpers/dockerfile.js';
 import { ROOT } from '../helpers/package.js';
@@ -55,11 +56,16 @@ describe('examples/distribution', () => {
   const compose = parse(read('examples/distribution/compose.yaml')) as Compose;
   const readme = read('examples/distribution/README.md');
   const proxyText = read('examples/distribution/proxy.yaml');
-  const { config, pending } = validateProxyConfig(proxyText, { AZURE_STORAGE_KEY: AZURITE_KEY });
   const signer = (parse(proxyText) as { signer: { azure: Record<string, string> } }).signer.azure;
+  let config: ServerConfig;
+  beforeAll(async () => {
+    config = await validateProxyConfig(proxyText, { AZURE_STORAGE_KEY: AZURITE_KEY });
+  });
+  afterAll(async () => {
+    await config?.signer.close?.();
+  });
 
   it('proxy.yaml is a valid proxy config (the server\'s own loader)', () => {
-    expect(pending).toEqual([]);
     expect(config.signer.name).toBe('azure');
     expect(config.listen.port).toBe(8080);
   });
@@ -110,11 +116,15 @@ describe('examples/zot', () => {
   const s3 = raw.signer.s3;
   const env = { AWS_ACCESS_KEY_ID: 'id', AWS_SECRET_ACCESS_KEY: 'secret' };
 
-  it('proxy.yaml is a valid proxy config (the s3 signer block itself once issue 3 is merged)', () => {
-    const { config, pending } = validateProxyConfig(proxyText, env);
-    expect(pending).toEqual([]);
-    expect(config.listen.port).toBe(8080);
-    expect(config.upstream.href).toBe(`http://zot:${zot.http.port}/`);
+  it('proxy.yaml is a valid proxy config, its s3 signer block included', async () => {
+    const config = await validateProxyConfig(proxyText, env);
+    try {
+      expect(config.signer.name).toBe('s3');
+      expect(config.listen.port).toBe(8080);
+      expect(config.upstream.href).toBe(`http://zot:${zot.http.port}/`);
+    } finally {
+      await config.signer.close?.();
+    }
   });
 
   it('dedupe is off (with dedupe on, a repository path may hold no bytes)', () => {

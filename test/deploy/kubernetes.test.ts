@@ -53,11 +53,11 @@ describe('examples/kubernetes (kustomize base)', () => {
     expect(manifests.map((m) => m.kind).sort()).toEqual(['Deployment', 'HorizontalPodAutoscaler', 'PodDisruptionBudget', 'Service', 'ServiceAccount']);
   });
 
-  it('the ConfigMap content (proxy.yaml) is a valid proxy config listening on the container port', () => {
+  it('the ConfigMap content (proxy.yaml) is a valid proxy config listening on the container port', async () => {
     expect(kustomization.configMapGenerator).toEqual([{ name: 'registry-redirect-config', files: ['proxy.yaml'] }]);
-    const { config, pending } = validateProxyConfig(read(join(K8S, 'proxy.yaml')), env);
-    expect(pending.filter((k) => k !== 'metrics')).toEqual([]);
+    const config = await validateProxyConfig(read(join(K8S, 'proxy.yaml')), env);
     expect(config.listen).toEqual({ host: '0.0.0.0', port: 8080 });
+    expect(config.metrics?.listen).toEqual({ host: '0.0.0.0', port: 9090 });
     expect(container.ports).toContainEqual({ name: 'http', containerPort: config.listen.port, protocol: 'TCP' });
     expect(config.timeouts.shutdown / 1000 + 5).toBeLessThan(deployment.spec.template.spec.terminationGracePeriodSeconds);
     const raw = parse(read(join(K8S, 'proxy.yaml'))) as { metrics: { listen: string } };
@@ -113,7 +113,7 @@ describe('examples/kubernetes (kustomize base)', () => {
     expect(dep.spec.template.spec.volumes[0].configMap.name).toBe(configMap.metadata.name);
     expect(dep.spec.selector.matchLabels).toMatchObject(kustomization.labels[0]!.pairs);
     expect(dep.spec.template.spec.containers[0].image).toBe(`${kustomization.images[0]!.newName}:${kustomization.images[0]!.newTag}`);
-    expect(validateProxyConfig((configMap as unknown as { data: Record<string, string> }).data['proxy.yaml']!, env).config.listen.port).toBe(8080);
+    expect((await validateProxyConfig((configMap as unknown as { data: Record<string, string> }).data['proxy.yaml']!, env)).listen.port).toBe(8080);
   });
 });
 
@@ -140,11 +140,11 @@ describe('examples/kubernetes/helm/registry-redirect (Helm chart, checked withou
     expect(schema.safeParse({ ...values, image: { ...values.image, pullPolicy: 'Sometimes' } }).success).toBe(false);
   });
 
-  it('the default config value is a valid proxy config', () => {
-    const { config, pending } = validateProxyConfig(values.config, env);
-    expect(pending.filter((k) => k !== 'metrics')).toEqual([]);
+  it('the default config value is a valid proxy config', async () => {
+    const config = await validateProxyConfig(values.config, env);
     expect(config.listen.port).toBe(8080);
     expect(values.config.metrics.listen).toBe(`:${values.metrics.port}`);
+    expect(config.metrics?.listen?.port).toBe(values.metrics.port);
   });
 
   it('every .Values path a template uses exists in values.yaml', () => {

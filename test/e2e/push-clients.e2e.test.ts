@@ -1,5 +1,5 @@
 /**
- * Issue 11 with the other real clients: containerd 1.6 (`ctr`) and podman 4.3 (rootful, vfs) push
+ * Push steering with the other real clients: containerd 1.6 (`ctr`) and podman 4.3 (rootful, vfs) push
  * through `serve` and pull back through it, against distribution 2.8 on 127.0.0.2 (upstream and
  * write endpoint), anonymous / htpasswd / Docker token auth, steering on and off.
  *
@@ -134,7 +134,7 @@ describe.skipIf(!hasCtr && !hasPodman)('containerd and podman push (steered and 
         ...(steer === 'redirect' ? { push: { endpoint: registry.url, mode: 'redirect' } } : {}),
       }),
     );
-    const running = await startServer(loadConfig(configPath), silentLogger);
+    const running = await startServer(await loadConfig(configPath), silentLogger);
     const entry = { url: running.url, hostPort: new URL(running.url).host, traffic: record(running.server as http.Server), close: () => running.close() };
     proxies.set(key, entry);
     return entry;
@@ -192,7 +192,7 @@ describe.skipIf(!hasCtr && !hasPodman)('containerd and podman push (steered and 
       const remote = `${proxy.hostPort}/team/${name}:v1`;
       const user = auth === 'anonymous' ? [] : ['--user', `${creds.username}:${creds.password}`];
       const expectFailure = auth !== 'anonymous' && (steer === 'on' || steer === 'redirect');
-      const pushed = await containerd.ctr(['images', 'push', '--plain-http', ...user, remote, local], { timeoutMs: expectFailure ? 10_000 : 60_000 });
+      const pushed = await containerd.ctr(['images', 'push', '--plain-http', ...user, remote, local], { timeoutMs: expectFailure ? 30_000 : 60_000 });
       const layerBytes = img.layers.reduce((n, l) => n + l.size, 0);
       if (auth !== 'anonymous' && steer === 'redirect') {
         // Go's HTTP client drops Authorization on a redirect to another host: the POST arrives

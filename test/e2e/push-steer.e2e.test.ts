@@ -1,5 +1,5 @@
 /**
- * Issue 11 end to end: skopeo pushes through `serve` (started from a YAML file) with push steering
+ * Push steering end to end: skopeo pushes through `serve` (started from a YAML file) with push steering
  * on, to a real distribution 2.8 on 127.0.0.2 that is both the upstream and the write endpoint.
  * The proxy's client-side sockets are counted byte for byte (`socket.bytesRead`) and every request
  * it receives is recorded, so "the proxy relays 0 upload body bytes" is measured, not assumed.
@@ -95,7 +95,7 @@ describe.skipIf(!has)('push steering end to end (distribution 2.8, skopeo, serve
         ...extra,
       }),
     );
-    const running = await startServer(loadConfig(configPath), logger, { configPath });
+    const running = await startServer(await loadConfig(configPath), logger, { configPath });
     stops.push(() => running.close());
     return { running, configPath, traffic: record(running.server as http.Server), hostPort: new URL(running.url).host };
   };
@@ -175,7 +175,7 @@ describe.skipIf(!has)('push steering end to end (distribution 2.8, skopeo, serve
       expect(lines.at(-1)).toBe(`ok    push.endpoint: ${registry.url} speaks the registry API: GET /v2/ -> 401 with a Basic challenge`);
 
       // Reload onto a bad endpoint: rejected, uploads still steered; onto no push: uploads proxied.
-      const good = loadConfig(configPath);
+      const good = await loadConfig(configPath);
       const yaml = (push: unknown) =>
         stringify({ listen: '127.0.0.1:0', upstream: registry.url, signer: { hmac: { baseUrl: 'https://cdn.invalid', key: 'unused', preset: 'cloudflare' } }, preflight: 'off', rollout: { default: 'proxy' }, log: { level: 'silent', requests: false }, reload: { watch: false }, ...(push ? { push } : {}) });
       await writeFile(configPath, yaml({ endpoint: s3Url }));

@@ -1,5 +1,5 @@
 /**
- * Issue 4 end to end with real parts: distribution 2.8 (htpasswd) with a pushed image, Azurite
+ * Rollout end to end with real parts: distribution 2.8 (htpasswd) with a pushed image, Azurite
  * (verifies SAS) seeded with the registry's blobs, the proxy started from a YAML file, skopeo.
  * - /healthz, /readyz, metrics on a separate listener, scraped and asserted;
  * - circuit breaker: Azurite stopped -> probe fails -> unhealthy -> blobs proxied, /readyz 503;
@@ -102,7 +102,7 @@ describe.skipIf(!has)('rollout, health, reload and metrics against real parts', 
       configPath = join(work, 'proxy.yaml');
       metricsPort = await freePort();
       await write({});
-      running = await startServer(loadConfig(configPath), logger, { configPath });
+      running = await startServer(await loadConfig(configPath), logger, { configPath });
     }, 20_000);
     afterAll(async () => {
       await running?.close();
@@ -228,7 +228,7 @@ describe.skipIf(!has)('rollout, health, reload and metrics against real parts', 
     beforeAll(async () => {
       configPath = join(work, 'watched.yaml');
       await writeFile(configPath, stringify(configObject({ rollout: { rules: [{ networks: ['127.0.0.0/8'], action: 'proxy' }], default: 'redirect' } })));
-      running = await startServer(loadConfig(configPath), recordingLogger(), { configPath });
+      running = await startServer(await loadConfig(configPath), recordingLogger(), { configPath });
     }, 20_000);
     afterAll(async () => {
       await running?.close();

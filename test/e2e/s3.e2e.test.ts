@@ -64,7 +64,7 @@ describe.skipIf(!has)('S3: skopeo pulls through registry-redirect, blobs from ve
     ]);
     configFile = join(work, 'proxy.yaml');
     await writeFile(configFile, proxyYaml(registry.url, s3.endpoint));
-    proxy = await startServer(loadConfig(configFile, env), silentLogger);
+    proxy = await startServer(await loadConfig(configFile, env), silentLogger);
     // The start's preflight asked S3 once (preflight.e2e.test.ts); the tests below count from here.
     s3.requests.length = 0;
   }, 30_000);
@@ -120,7 +120,7 @@ describe.skipIf(!has)('S3: skopeo pulls through registry-redirect, blobs from ve
 
   it('with the wrong secret the pull fails: storage refuses the signature (the test depends on real verification)', async () => {
     // The preflight would stop this start; with it off, the pull shows what it prevents.
-    const wrong = await startServer({ ...loadConfig(configFile, { ...env, AWS_SECRET_ACCESS_KEY: 'not-the-secret' }), preflight: 'off' }, silentLogger);
+    const wrong = await startServer({ ...(await loadConfig(configFile, { ...env, AWS_SECRET_ACCESS_KEY: 'not-the-secret' })), preflight: 'off' }, silentLogger);
     try {
       s3.requests.length = 0;
       const pull = await skopeoPull(`docker://${wrong.url.slice('http://'.length)}/team/app:v1`, join(work, 'pulled-wrong'), creds, { timeoutMs: 20_000 });

@@ -97,7 +97,7 @@ reload: { watch: false }
 log: { requests: false }
 `,
     );
-    proxy = await startServer(loadConfig(configPath), silentLogger, { configPath });
+    proxy = await startServer(await loadConfig(configPath), silentLogger, { configPath });
     proxyHost = new URL(proxy.url).host;
     image = await makeOciImage(join(work, 'img'), { layers: [{ size: 2 << 20, seed: 'tls-a' }, { size: 30_000, seed: 'tls-b' }] });
   }, 60_000);
@@ -269,7 +269,7 @@ signer: { hmac: { baseUrl: "https://cdn.example.com", key: k, preset: cloudflare
 reload: { watch: ${watch} }
 `,
     );
-    const s = await startServer(loadConfig(configPath), silentLogger, { configPath });
+    const s = await startServer(await loadConfig(configPath), silentLogger, { configPath });
     servers.push(s);
     return { server: s, dir };
   };

@@ -1,7 +1,7 @@
 /**
  * Token mode against the real thing: distribution 2.8.2 with `auth: token` (realm, service, issuer,
  * rootcertbundle), the harness token server, skopeo pulling through `registry-redirect serve`'s
- * server (configured from the YAML shape of issue 5), and Azurite serving the layers.
+ * server (configured from the documented YAML shape), and Azurite serving the layers.
  */
 import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -86,7 +86,7 @@ log:
   level: debug
 `,
     );
-    const config = loadConfig(configPath, { AZURITE_KEY: azurite.accountKey });
+    const config = await loadConfig(configPath, { AZURITE_KEY: azurite.accountKey });
     const sink = new Writable({
       write(chunk: Buffer, _enc, done) {
         logLines.push(chunk.toString());

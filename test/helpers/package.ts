@@ -1,13 +1,13 @@
 /**
  * Helpers for tests that treat the package the way a user or a container build does: the packed
- * tarball, and a `node_modules` holding only the production dependencies (what
- * `npm ci --omit=dev` installs). No network: production packages are symlinked from this
- * checkout's `node_modules`, exactly the versions the lockfile pins.
+ * tarball installed with npm (from its cache where it can), and a `node_modules` holding what the
+ * container image installs, symlinked from this checkout's `node_modules` (exactly the versions the
+ * lockfile pins, no network).
  *
  * @module
  */
 import { execFile } from 'node:child_process';
-import { mkdir, readFile, symlink } from 'node:fs/promises';
+import { mkdir, readFile, readdir, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -21,6 +21,8 @@ interface LockEntry {
   dev?: boolean;
   optional?: boolean;
   link?: boolean;
+  dependencies?: Record<string, string>;
+  optionalDependencies?: Record<string, string>;
 }
 
 /**
@@ -33,6 +35,26 @@ export async function productionPackages(): Promise<string[]> {
     .filter(([path, entry]) => /^node_modules\/(?:@[^/]+\/)?[^/]+$/.test(path) && !entry.dev)
     .map(([path]) => path.slice('node_modules/'.length))
     .sort();
+}
+
+/**
+ * Top-level packages of the container image: the production dependencies plus the optional peer
+ * dependencies (cloud SDKs) and everything they depend on, as the Dockerfile's deps
+ * stage installs them. Read from package.json and package-lock.json.
+ */
+export async function imagePackages(): Promise<string[]> {
+  const lock = JSON.parse(await readFile(join(ROOT, 'package-lock.json'), 'utf8')) as { packages: Record<string, LockEntry> };
+  const manifest = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { peerDependencies?: Record<string, string> };
+  const names = new Set(await productionPackages());
+  const queue = Object.keys(manifest.peerDependencies ?? {});
+  while (queue.length) {
+    const name = queue.shift()!;
+    const entry = lock.packages[`node_modules/${name}`];
+    if (!entry || names.has(name)) continue;
+    names.add(name);
+    queue.push(...Object.keys({ ...entry.dependencies, ...entry.optionalDependencies }));
+  }
+  return [...names].sort();
 }
 
 /**
@@ -103,4 +125,53 @@ export async function runNode(args: string[], cwd: string, env: NodeJS.ProcessEn
     const e = err as { code?: number | string; stdout?: string; stderr?: string; message: string };
     return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: `${e.stderr ?? ''}\n${e.message}` };
   }
+}
+
+/** `npm install ARGS` in `cwd`, from npm's cache where it can (`--prefer-offline`), no scripts. */
+export async function npmInstall(cwd: string, args: string[], timeoutMs = 180_000): Promise<void> {
+  await execFileAsync('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--ignore-scripts', '--no-package-lock', ...args], {
+    cwd,
+    env: { ...process.env, npm_config_update_notifier: 'false' },
+    maxBuffer: 16 << 20,
+    timeout: timeoutMs,
+  });
+}
+
+/**
+ * The packages in a `node_modules` tree: every directory with a package.json directly in a
+ * `node_modules` (or in a scope inside one), nested copies included.
+ */
+export async function installedPackages(nodeModules: string): Promise<string[]> {
+  const found: string[] = [];
+  async function walk(dir: string, prefix: string): Promise<void> {
+    let entries;
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      if (!e.isDirectory() || e.name.startsWith('.')) continue;
+      if (e.name.startsWith('@')) {
+        await walk(join(dir, e.name), `${prefix}${e.name}/`);
+        continue;
+      }
+      const pkgDir = join(dir, e.name);
+      try {
+        await readFile(join(pkgDir, 'package.json'));
+      } catch {
+        continue;
+      }
+      found.push(`${prefix}${e.name}`);
+      await walk(join(pkgDir, 'node_modules'), '');
+    }
+  }
+  await walk(nodeModules, '');
+  return found.sort();
+}
+
+/** Disk usage of a directory in bytes (`du -sk`, what the disk holds). */
+export async function diskUsage(dir: string): Promise<number> {
+  const { stdout } = await execFileAsync('du', ['-sk', dir], { timeout: 30_000 });
+  return Number(stdout.split(/\s/)[0]) * 1024;
 }

@@ -100,7 +100,7 @@ describe('signer.origin and live reloads', () => {
     write(KEY, originPort);
     const { loadConfig } = await import('../../src/server/config.js');
     const logger = recordingLogger();
-    const running = await startServer(loadConfig(file), logger, { configPath: file });
+    const running = await startServer(await loadConfig(file), logger, { configPath: file });
     try {
       const locate = async () => (await request(`${running.url}/v2/team/app/blobs/${DIGEST}`, { headers: { Authorization: BASIC } })).headers.location!;
       const first = await locate();

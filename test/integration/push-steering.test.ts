@@ -1,5 +1,5 @@
 /**
- * Push steering (issue 11) against a real distribution 2.8 with htpasswd, on 127.0.0.2: it is both
+ * Push steering against a real distribution 2.8 with htpasswd, on 127.0.0.2: it is both
  * the proxy's upstream and the write endpoint. Plain HTTP requests, so every answer is asserted
  * as the client sees it: which POSTs are steered, which pass through unchanged, what the rules,
  * shadow mode and `mode: redirect` do, and what is counted.

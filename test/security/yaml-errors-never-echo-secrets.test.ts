@@ -116,7 +116,7 @@ describe('YAML errors never echo the file (and so never its secrets)', () => {
     await writeFile(file, text);
     let message = '';
     try {
-      loadConfig(file, {});
+      await loadConfig(file, {});
     } catch (err) {
       message = (err as Error).message;
       expect((err as Error).cause).toBeUndefined(); // the library's error (with its excerpt) is not kept

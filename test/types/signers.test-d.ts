@@ -1,19 +1,18 @@
 import { describe, expectTypeOf, it } from 'vitest';
+import { azureSigner } from '../../src/signers/azure.js';
+import { cloudfrontSigner } from '../../src/signers/cloudfront.js';
+import { gcsSigner } from '../../src/signers/gcs.js';
+import { s3Signer, type S3SignerOptions } from '../../src/signers/s3.js';
 import {
-  azureSigner,
   cachedSigner,
-  cloudfrontSigner,
   defineSigner,
-  gcsSigner,
   hmacSigner,
   originSigner,
   createOriginHandler,
-  s3Signer,
   type OriginSigner,
   type CacheResult,
   type CachedSignerOptions,
   type HmacSignerOptions,
-  type S3SignerOptions,
   type SignedUrl,
   type Signer,
   type SignRequest,

@@ -13,7 +13,7 @@ writeFileSync(pemPath, publicKey.export({ type: 'spki', format: 'pem' }));
 const privatePath = join(dir, 'private.pem');
 writeFileSync(privatePath, privateKey.export({ type: 'pkcs8', format: 'pem' }));
 
-// The shape external checks rely on (issue 5), with the key path pointing at a real file.
+// The documented token-mode shape, as external checks use it, with the key path pointing at a real file.
 const ISSUE_YAML = `
 upstream: http://127.0.0.1:5000
 signer: { azure: { account: devstoreaccount1, accountKey: "${AZURITE_KEY}", container: registry } }
@@ -40,10 +40,10 @@ const token = (over: Record<string, unknown> = {}) => ({
 });
 
 describe('authorize: config block', () => {
-  it('loads the documented token-mode YAML and reads the key file', () => {
+  it('loads the documented token-mode YAML and reads the key file', async () => {
     const file = join(dir, 'proxy.yaml');
     writeFileSync(file, ISSUE_YAML);
-    const config = loadConfig(file, {});
+    const config = await loadConfig(file, {});
     expect(config.authorize.mode).toBe('token');
     expect(config.authorize.tokenAuth).toMatchObject({ issuer: 'my-issuer', service: 'my-registry', realm: 'https://auth.example.com/token', algorithms: ['RS256'] });
     expect(config.authorize.tokenAuth?.publicKeys?.[0]).toContain('-----BEGIN PUBLIC KEY-----');

@@ -36,7 +36,7 @@ describe('docs/signers.md worked examples', () => {
     '%s %s: the config produces exactly the documented URL',
     async (_kind, _preset, { input, config, url }) => {
       const signer = signerFromConfig(config.signer, 'signer', {
-        expiryMs: parseDuration(config.expiry ?? '20m', 'expiry'),
+        expiry: parseDuration(config.expiry ?? '20m', 'expiry'),
         now: () => Date.parse(input.at),
       });
       const signed = await signer.sign({ repository: input.repository, digest: input.digest, method: 'GET' });

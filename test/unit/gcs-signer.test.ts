@@ -54,7 +54,7 @@ describe("gcsSigner against Google's V4 conformance vectors", () => {
       clientEmail: conformance.serviceAccount.client_email,
       privateKey: conformance.serviceAccount.private_key,
       layout: () => v.object,
-      expiry: Number(v.expiration),
+      expiry: Number(v.expiration) * 1_000,
       now: () => at,
       ...(v.urlStyle === 'VIRTUAL_HOSTED_STYLE' ? { virtualHostedStyle: true } : {}),
       ...(v.urlStyle === 'BUCKET_BOUND_DOMAIN' ? { bucketBoundHostname: `${v.scheme}://${v.bucketBoundDomain}` } : {}),

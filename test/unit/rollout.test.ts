@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { createClientIpResolver } from '../../src/client-ip.js';
-import { compileRollout, credentialSubject, parseSize, stickyBucket, type RolloutPolicy } from '../../src/rollout.js';
+import { compilePolicy, credentialSubject, parseSize, stickyBucket, type RolloutPolicy } from '../../src/rollout.js';
 
 interface Req {
   ip?: string;
@@ -14,7 +14,7 @@ function req({ ip = '203.0.113.1', headers = {} }: Req = {}): IncomingMessage {
 
 const signerNames = ['default', 's3', 'cdn'];
 const compile = (policy: RolloutPolicy | undefined, trusted: string[] = []) =>
-  compileRollout(policy, { signerNames, clientIp: createClientIpResolver(trusted) });
+  compilePolicy(policy, { signerNames, clientIp: createClientIpResolver(trusted) });
 const basic = (user: string, pass: string) => `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
 const jwt = (claims: object) => `Bearer ${Buffer.from('{"alg":"RS256"}').toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.c2ln`;
 

@@ -9,7 +9,7 @@ import { signerFromConfig } from '../../src/server/signer-config.js';
 import type { SignedUrl } from '../../src/types.js';
 import { checkSigV4Url } from '../support/sigv4.js';
 
-// The S3 block external checks rely on (issue 3), verbatim.
+// The documented S3 block, as external checks use it, verbatim.
 const ISSUE_S3_CONFIG = `
 upstream: http://127.0.0.1:15000
 signer:
@@ -26,7 +26,7 @@ signer:
 const HEX = 'ab'.repeat(32);
 const req = { repository: 'team/app', digest: `sha256:${HEX}`, method: 'GET' as const };
 const PEM = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
-const common = { expiryMs: 20 * 60_000 };
+const common = { expiry: 20 * 60_000 };
 
 function writeTemp(text: string): string {
   const file = join(mkdtempSync(join(tmpdir(), 'rr-signer-config-')), 'proxy.yaml');
@@ -36,7 +36,7 @@ function writeTemp(text: string): string {
 
 describe('signer blocks', () => {
   it('loads the S3 block of the issue with keys from the environment, signing path-style http URLs', async () => {
-    const config = loadConfig(writeTemp(ISSUE_S3_CONFIG), { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER' });
+    const config = await loadConfig(writeTemp(ISSUE_S3_CONFIG), { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER' });
     expect(config.signer.name).toBe('s3');
     const { url } = await config.signer.sign(req);
     expect(url.startsWith(`http://127.0.0.2:4568/registry/docker/registry/v2/blobs/sha256/ab/${HEX}/data?`)).toBe(true);
