@@ -1,5 +1,5 @@
 /**
- * Issue 11 with the other real clients: containerd 1.6 (`ctr`) and podman 4.3 (rootful, vfs) push
+ * Push steering with the other real clients: containerd 1.6 (`ctr`) and podman 4.3 (rootful, vfs) push
  * through `serve` and pull back through it, against distribution 2.8 on 127.0.0.2 (upstream and
  * write endpoint), anonymous / htpasswd / Docker token auth, steering on and off.
  *

@@ -1,5 +1,5 @@
 /**
- * Issue 11 end to end: skopeo pushes through `serve` (started from a YAML file) with push steering
+ * Push steering end to end: skopeo pushes through `serve` (started from a YAML file) with push steering
  * on, to a real distribution 2.8 on 127.0.0.2 that is both the upstream and the write endpoint.
  * The proxy's client-side sockets are counted byte for byte (`socket.bytesRead`) and every request
  * it receives is recorded, so "the proxy relays 0 upload body bytes" is measured, not assumed.

@@ -1,5 +1,5 @@
 /**
- * Issue 4 end to end with real parts: distribution 2.8 (htpasswd) with a pushed image, Azurite
+ * Rollout end to end with real parts: distribution 2.8 (htpasswd) with a pushed image, Azurite
  * (verifies SAS) seeded with the registry's blobs, the proxy started from a YAML file, skopeo.
  * - /healthz, /readyz, metrics on a separate listener, scraped and asserted;
  * - circuit breaker: Azurite stopped -> probe fails -> unhealthy -> blobs proxied, /readyz 503;
