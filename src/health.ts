@@ -1,3 +1,4 @@
+import type { IncomingHttpHeaders } from 'node:http';
 import { RegistryRedirectError, configError } from './errors.js';
 import { errorForLog } from './log.js';
 import type { CompleteObserver } from './metrics.js';
@@ -36,13 +37,26 @@ export function validateHealthOptions(options: SignerHealthOptions | undefined, 
   }
 }
 
+/** What {@link httpRequest} resolves with. */
+export interface HttpAnswer {
+  status: number;
+  headers: IncomingHttpHeaders;
+  /** The first `bodyLimit` bytes of the body (empty with the default limit 0). */
+  body: Buffer;
+}
+
 /**
- * One bounded GET, body discarded; resolves with the status. node:http rather than fetch: fetch
- * refuses the "bad ports" of the Fetch standard (6000, 10080, ...), where storage or a registry
- * may well listen. Never follows redirects. Rejects on network errors and after `timeoutMs`;
+ * One bounded request with node:http(s) rather than fetch: fetch refuses the "bad ports" of the
+ * Fetch standard (6000, 10080, ...), where storage or a registry may well listen, and takes no
+ * per-request CA or client certificate (`tls`: the upstream's trust, see upstreamAgentOptions).
+ * Never follows redirects. Keeps the first `bodyLimit` bytes of the body (default 0: discarded)
+ * and closes the connection past them. Rejects on network errors and after `timeoutMs`;
  * `timeoutMessage` names the caller's whole budget when `timeoutMs` is only what is left of it.
  */
-export function httpStatus(url: string, opts: { headers?: Record<string, string>; timeoutMs: number; timeoutMessage?: string; tls?: UpstreamTlsOptions | undefined }): Promise<number> {
+export function httpRequest(
+  url: string,
+  opts: { method?: string; headers?: Record<string, string>; timeoutMs: number; timeoutMessage?: string; tls?: UpstreamTlsOptions | undefined; bodyLimit?: number },
+): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
     let target: URL;
     try {
@@ -51,12 +65,34 @@ export function httpStatus(url: string, opts: { headers?: Record<string, string>
       reject(new RegistryRedirectError('SIGNER_FAILED', 'not a URL', { cause }));
       return;
     }
+    const limit = opts.bodyLimit ?? 0;
     // Loaded on first use: importing node:https costs more than the rest of the package.
-    const get = target.protocol === 'https:' ? process.getBuiltinModule('node:https').get : process.getBuiltinModule('node:http').get;
-    const req = get(target, { ...opts.tls, headers: opts.headers, agent: false }, (res) => {
-      clearTimeout(timer);
-      res.resume();
-      resolve(res.statusCode ?? 0);
+    const request = target.protocol === 'https:' ? process.getBuiltinModule('node:https').request : process.getBuiltinModule('node:http').request;
+    const req = request(target, { ...opts.tls, method: opts.method ?? 'GET', headers: opts.headers, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      const answer = (): HttpAnswer => ({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).subarray(0, limit) });
+      if (limit === 0) {
+        clearTimeout(timer);
+        res.resume();
+        resolve(answer());
+        return;
+      }
+      let size = 0;
+      const done = () => {
+        clearTimeout(timer);
+        resolve(answer());
+      };
+      res.on('data', (chunk: Buffer) => {
+        chunks.push(chunk);
+        size += chunk.length;
+        if (size >= limit) {
+          done();
+          res.destroy();
+        }
+      });
+      res.on('end', done);
+      res.on('close', done);
+      res.on('error', done);
     });
     const timer = setTimeout(() => req.destroy(new Error(opts.timeoutMessage ?? `timed out after ${opts.timeoutMs} ms`)), opts.timeoutMs);
     timer.unref();
@@ -64,7 +100,13 @@ export function httpStatus(url: string, opts: { headers?: Record<string, string>
       clearTimeout(timer);
       reject(err);
     });
+    req.end();
   });
+}
+
+/** {@link httpRequest}'s status only, body discarded: what the probes and `/readyz` need. */
+export async function httpStatus(url: string, opts: { headers?: Record<string, string>; timeoutMs: number; timeoutMessage?: string; tls?: UpstreamTlsOptions | undefined }): Promise<number> {
+  return (await httpRequest(url, opts)).status;
 }
 
 /**

@@ -3,11 +3,13 @@ import { parseArgs } from 'node:util';
 import { RegistryRedirectError } from '../errors.js';
 import { redact, urlForLog } from '../log.js';
 import { isValidDigest, isValidRepositoryName } from '../routes.js';
+import { httpRequest, type HttpAnswer } from '../health.js';
 import { isSameHostOrSubdomain } from '../same-host.js';
 import { formatDuration } from '../signers/common.js';
 import { createOriginHandler, sharedHostWarning } from '../origin/server.js';
 import { isOriginSigner, type OriginSigner } from '../signers/origin.js';
-import type { Signer } from '../types.js';
+import type { Signer, UpstreamTlsOptions } from '../types.js';
+import { upstreamAgentOptions, upstreamFailureDetail } from '../upstream-tls.js';
 import { closeNow, listenOn } from './observability.js';
 import { loadConfig, type ServerConfig } from './config.js';
 import { preflightSigner } from './preflight.js';
@@ -86,7 +88,9 @@ function signersOf(config: ServerConfig): { label: string; signer: Signer }[] {
 
 function describeError(err: unknown): string {
   let message = err instanceof Error ? err.message : String(err);
-  // fetch says only "fetch failed"; the reason (ECONNREFUSED, ENOTFOUND, TLS) is its cause.
+  // A socket's message may not name its code (ECONNREFUSED does, UNABLE_TO_VERIFY_LEAF_SIGNATURE does not).
+  const code = (err as { code?: unknown } | undefined)?.code;
+  if (typeof code === 'string' && !message.includes(code)) message += ` (${code})`;
   const cause = err instanceof Error ? err.cause : undefined;
   if (cause instanceof Error && !message.includes(cause.message)) message += ` (${cause.message})`;
   return redact(message.split('\n').join('; '));
@@ -99,31 +103,51 @@ function storageError(body: string): string {
   return [code, message].filter(Boolean).join(': ') || body.slice(0, 200).replace(/\s+/g, ' ');
 }
 
-async function fetchWithTimeout(url: string, init: RequestInit, timeoutMs: number): Promise<Response> {
-  return fetch(url, { ...init, redirect: 'manual', signal: AbortSignal.timeout(timeoutMs) });
+/** Enough for a token answer or a storage error document; a blob's bytes are not read. */
+const BODY_LIMIT = 64 * 1024;
+
+/** One request, redirects not followed; with `tls`, trusting the upstream as serve does. */
+function request(url: string, init: { method?: string; headers?: Record<string, string>; tls?: UpstreamTlsOptions | undefined }, timeoutMs: number): Promise<HttpAnswer> {
+  return httpRequest(url, { ...init, timeoutMs, bodyLimit: BODY_LIMIT });
 }
 
-function contentLength(res: Response): number | undefined {
-  const text = res.headers.get('content-length');
-  return text !== null && /^\d+$/.test(text) ? Number(text) : undefined;
+function header(res: HttpAnswer, name: string): string | undefined {
+  const value = res.headers[name];
+  return Array.isArray(value) ? value.join(', ') : value;
+}
+
+function contentLength(res: HttpAnswer): number | undefined {
+  const text = header(res, 'content-length');
+  return text !== undefined && /^\d+$/.test(text) ? Number(text) : undefined;
+}
+
+function parseJson(body: Buffer): unknown {
+  try {
+    return JSON.parse(body.toString('utf8')) ?? {};
+  } catch {
+    return {};
+  }
 }
 
 /** The blob size the upstream registry reports, following a Docker token challenge when needed. */
 async function sizeFromUpstream(config: ServerConfig, opts: CheckOptions, timeoutMs: number): Promise<{ size?: number; note?: string; fail?: string }> {
   const url = new URL(`${config.upstream.pathname.replace(/\/+$/, '')}/v2/${opts.repository}/blobs/${opts.digest}`, config.upstream);
   const basic = opts.creds ? `Basic ${Buffer.from(opts.creds).toString('base64')}` : undefined;
-  let res = await fetchWithTimeout(url.href, { method: 'HEAD', headers: basic ? { authorization: basic } : {} }, timeoutMs);
-  const challenge = res.headers.get('www-authenticate') ?? '';
+  const tls = config.upstreamTLS && upstreamAgentOptions(config.upstreamTLS);
+  let res = await request(url.href, { method: 'HEAD', headers: basic ? { authorization: basic } : {}, tls }, timeoutMs);
+  const challenge = header(res, 'www-authenticate') ?? '';
   if (res.status === 401 && /^Bearer\s/i.test(challenge)) {
     const params = Object.fromEntries([...challenge.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1]!, m[2]!]));
     if (params.realm) {
       const tokenUrl = new URL(params.realm);
       if (params.service) tokenUrl.searchParams.set('service', params.service);
       tokenUrl.searchParams.set('scope', `repository:${opts.repository}:pull`);
-      const tokenRes = await fetchWithTimeout(tokenUrl.href, { headers: basic ? { authorization: basic } : {} }, timeoutMs);
-      const body = (await tokenRes.json().catch(() => ({}))) as { token?: string; access_token?: string };
+      // A token server on the upstream's host is trusted as the upstream is (same private CA).
+      const tokenTls = tokenUrl.protocol === 'https:' && tokenUrl.hostname === url.hostname ? tls : undefined;
+      const tokenRes = await request(tokenUrl.href, { headers: basic ? { authorization: basic } : {}, tls: tokenTls }, timeoutMs);
+      const body = parseJson(tokenRes.body) as { token?: string; access_token?: string };
       const token = body.token ?? body.access_token;
-      if (token) res = await fetchWithTimeout(url.href, { method: 'HEAD', headers: { authorization: `Bearer ${token}` } }, timeoutMs);
+      if (token) res = await request(url.href, { method: 'HEAD', headers: { authorization: `Bearer ${token}` }, tls }, timeoutMs);
     }
   }
   if (res.status >= 200 && res.status < 300) {
@@ -208,11 +232,15 @@ async function checkStorage(signer: Signer, label: string, url: string, shown: s
   try {
     expected = opts.size !== undefined ? { size: opts.size } : await sizeFromUpstream(config, opts, timeoutMs);
   } catch (err) {
+    // An upstream serve cannot trust fails every pull (502), so it fails the check; one that
+    // does not answer at all may be down for now, and only leaves the size unchecked.
+    const { tls, hint } = upstreamFailureDetail(err);
+    if (tls !== undefined) return { ok: false, text: `the upstream ${config.upstream.origin} failed the TLS handshake: ${describeError(err)}; ${hint}` };
     expected = { note: `the upstream did not answer (${describeError(err)})` };
   }
   if (expected.fail) return { ok: false, text: expected.fail };
 
-  let res: Response;
+  let res: HttpAnswer;
   // Origin mode: this process serves the blob itself, so the signed URL is fetched from a
   // loopback copy of the origin (same root, key and checks) whether or not a server is running.
   const local = isOriginSigner(signer) ? await startLocalOrigin(signer) : undefined;
@@ -220,30 +248,27 @@ async function checkStorage(signer: Signer, label: string, url: string, shown: s
     const target = local ? `${local.url}${new URL(url).pathname}${new URL(url).search}` : url;
     const headers: Record<string, string> = { range: 'bytes=0-0' };
     if (isOriginSigner(signer) && signer.origin.secretHeader) headers[signer.origin.secretHeader.name] = signer.origin.secretHeader.value;
-    res = await fetchWithTimeout(target, { headers }, timeoutMs);
-    // The loopback origin closes below, before the answer is looked at: keep its (one-byte) body.
-    if (local) await res.arrayBuffer().then((body) => (res = new Response(body.byteLength ? body : null, res)));
+    // Storage is trusted with the system's CAs: upstreamTLS is about the registry only.
+    res = await request(target, { headers }, timeoutMs);
   } catch (err) {
     return { ok: false, text: `storage unreachable at ${shown}: ${describeError(err)}` };
   } finally {
     await local?.close();
   }
   let size: number | undefined;
-  const total = /\/(\d+)\s*$/.exec(res.headers.get('content-range') ?? '')?.[1];
+  const total = /\/(\d+)\s*$/.exec(header(res, 'content-range') ?? '')?.[1];
   if (res.status === 206) {
     // "bytes 0-0/<size>"
     size = total === undefined ? undefined : Number(total);
-    await res.body?.cancel();
   } else if (res.status === 416) {
     // Byte 0 does not exist: the object is empty (S3 also says so in <ActualObjectSize>).
-    const actual = /<ActualObjectSize>(\d+)<\/ActualObjectSize>/.exec(await res.text().catch(() => ''))?.[1];
+    const actual = /<ActualObjectSize>(\d+)<\/ActualObjectSize>/.exec(res.body.toString('utf8'))?.[1];
     size = Number(total ?? actual ?? 0);
   } else if (res.status === 200) {
     // Storage ignored the Range: the whole object's length.
     size = contentLength(res);
-    await res.body?.cancel();
   } else {
-    const detail = storageError(await res.text().catch(() => ''));
+    const detail = storageError(res.body.toString('utf8'));
     if (res.status === 404) {
       return { ok: false, text: `storage has no object at ${shown}: 404 ${detail}; check rootDirectory and layout, and that the blobs are in this bucket` };
     }

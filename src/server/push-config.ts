@@ -1,5 +1,6 @@
 import { createClientIpResolver } from '../client-ip.js';
 import { RegistryRedirectError } from '../errors.js';
+import { httpRequest, type HttpAnswer } from '../health.js';
 import { silentLogger } from '../log.js';
 import { completeObserver } from '../metrics.js';
 import { compilePush, endpointForLog, type PushOptions } from '../push.js';
@@ -37,22 +38,26 @@ export async function probeWriteEndpoint(endpoint: URL | string, timeoutMs: numb
   const base = new URL(endpoint);
   const shown = endpointForLog(base);
   const url = `${base.origin}${base.pathname.replace(/\/+$/, '')}/v2/`;
-  let res: Response;
+  // node:http, not fetch: fetch refuses the Fetch standard's "bad ports" (6000, 10080, ...), where
+  // a registry may well listen.
+  let res: HttpAnswer;
   try {
-    res = await fetch(url, { redirect: 'manual', headers: { [PROBE_HEADER]: '1' }, signal: AbortSignal.timeout(timeoutMs) });
-    await res.body?.cancel();
+    res = await httpRequest(url, { headers: { [PROBE_HEADER]: '1' }, timeoutMs });
   } catch (err) {
-    const cause = err instanceof Error && err.cause instanceof Error ? ` (${err.cause.message})` : '';
-    return { ok: false, text: `${shown} is unreachable: GET /v2/ failed: ${err instanceof Error ? err.message : String(err)}${cause}` };
+    return { ok: false, text: `${shown} is unreachable: GET /v2/ failed: ${err instanceof Error ? err.message : String(err)}` };
   }
-  if (res.headers.get(PROBE_HEADER) !== null) {
+  const header = (name: string): string | undefined => {
+    const value = res.headers[name];
+    return Array.isArray(value) ? value.join(', ') : value;
+  };
+  if (header(PROBE_HEADER) !== undefined) {
     return { ok: false, text: `${shown} is a registry-redirect proxy (this one or another), not the registry; write the registry's direct write address` };
   }
-  const challenge = res.headers.get('www-authenticate') ?? '';
+  const challenge = header('www-authenticate') ?? '';
   if (res.status === 401 && CHALLENGE.test(challenge)) {
     return { ok: true, text: `${shown} speaks the registry API: GET /v2/ -> 401 with a ${challenge.trim().split(/\s/)[0]} challenge` };
   }
-  if (res.status === 200 && res.headers.get('docker-distribution-api-version') !== null) {
+  if (res.status === 200 && header('docker-distribution-api-version') !== undefined) {
     return { ok: true, text: `${shown} speaks the registry API: GET /v2/ -> 200` };
   }
   return {

@@ -3,6 +3,7 @@
  * distribution as the upstream, plus the argument handling of the command.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,6 +22,45 @@ const hasOpenssl = requireBinary('openssl');
 const creds = { username: 'bob', password: 'hunter2 but longer' };
 
 const azureYaml = (upstream: string, endpoint: string, extra = ''): string => azureProxyYaml({ upstream, endpoint, extra });
+
+/**
+ * A TCP relay from the first free port of `ports` on `host` to `targetPort` on the same host: puts
+ * a real server behind a port that fetch refuses (the Fetch standard's "bad ports").
+ */
+async function relay(host: string, ports: number[], targetPort: number): Promise<{ port: number; connections(): number; close(): Promise<void> }> {
+  let connections = 0;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    connections++;
+    const upstream = net.connect(targetPort, host);
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => {
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    client.pipe(upstream).pipe(client);
+  });
+  for (const port of ports) {
+    const listening = await new Promise<boolean>((resolve) => {
+      server.once('error', () => resolve(false));
+      server.listen({ host, port, exclusive: true }, () => resolve(true));
+    });
+    if (!listening) continue;
+    return {
+      port,
+      connections: () => connections,
+      close: () =>
+        new Promise((resolve) => {
+          for (const s of sockets) s.destroy();
+          server.close(() => resolve());
+        }),
+    };
+  }
+  throw new Error(`relay: none of ${ports.join(', ')} is free on ${host}`);
+}
 
 describe.skipIf(!has)('registry-redirect check against Azurite', () => {
   let work: string;
@@ -112,6 +152,25 @@ describe.skipIf(!has)('registry-redirect check against Azurite', () => {
     expect(lines[1]).toMatch(/^ok {4}signers\.mirror \(azure\): storage accepted the signature/);
     expect(lines[2]).toMatch(/^FAIL {2}signers\.stale \(azure\): storage has no object at .*: 404/);
     expect(r.code).toBe(1);
+  });
+
+  it('works with the upstream and storage on Fetch "bad ports" (10080, 6666), where serve works too', async () => {
+    const upstream = await relay('127.0.0.1', [10080, 6000, 6665, 6667], registry.port);
+    const storage = await relay('127.0.0.2', [6666, 6668, 6669, 6697], Number(new URL(azurite.endpoint).port));
+    try {
+      // The ports really are ones fetch refuses.
+      await expect(fetch(`http://127.0.0.1:${upstream.port}/v2/`)).rejects.toThrow(/fetch failed/);
+      const bad = join(work, 'bad-ports.yaml');
+      await writeFile(bad, azureYaml(`http://127.0.0.1:${upstream.port}`, `http://127.0.0.2:${storage.port}/devstoreaccount1`));
+      const layer = image.layers[0]!;
+      const r = await run(['--config', bad, '--repository', 'team/app', '--digest', layer.digest, '--creds', `${creds.username}:${creds.password}`]);
+      expect(r.text).toMatch(new RegExp(`^ok {4}signer \\(azure\\): storage accepted the signature: GET http://127\\.0\\.0\\.2:${storage.port}/.* -> 206, ${layer.size} bytes, as the registry says`));
+      expect(r.code).toBe(0);
+      expect(upstream.connections()).toBeGreaterThan(0);
+      expect(storage.connections()).toBe(1);
+    } finally {
+      await Promise.all([upstream.close(), storage.close()]);
+    }
   });
 
   it('names a missing environment variable as a config failure', async () => {

@@ -7,12 +7,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { checkCommand } from '../../src/server/check.js';
 import { buildConfig } from '../../src/server/config.js';
 import { startServer, type RunningServer } from '../../src/server/server.js';
 import { silentLogger } from '../../src/log.js';
@@ -105,6 +106,24 @@ describe.skipIf(!has)('https upstream with a private CA (upstreamTLS)', () => {
     const ready = await request(`${proxy.url}/readyz`);
     expect(JSON.parse(ready.body.toString()).upstream).toBe('reachable');
   }, 120_000);
+
+  it('check --creds asks the https upstream for the size with upstreamTLS.ca; without it, fails naming the TLS error', async () => {
+    expect(digest, 'the skopeo test pushes the blob').toBeDefined();
+    const yaml = (tls: string) => `upstream: ${registry.url}\n${tls}signer:\n  azure: { account: ${azurite.account}, accountKey: "${azurite.accountKey}", container: registry, endpoint: ${azurite.endpoint} }\n`;
+    const run = async (file: string, text: string) => {
+      const path = join(work, file);
+      await writeFile(path, text);
+      const lines: string[] = [];
+      const code = await checkCommand(['--config', path, '--repository', 'team/app', '--digest', digest, '--creds', `${alice.username}:${alice.password}`], (l) => void lines.push(l), {});
+      return { code, text: lines.join('\n') };
+    };
+    const trusted = await run('check-ca.yaml', yaml(`upstreamTLS:\n  ca: ${ca.cert}\n`));
+    expect(trusted.text).toMatch(/^ok {4}signer \(azure\): storage accepted the signature: GET .* -> 206, \d+ bytes, as the registry says/);
+    expect(trusted.code).toBe(0);
+    const untrusted = await run('check-no-ca.yaml', yaml(''));
+    expect(untrusted.text).toMatch(new RegExp(`^FAIL {2}signer \\(azure\\): the upstream ${registry.url} failed the TLS handshake: unable to verify the first certificate.* \\(UNABLE_TO_VERIFY_LEAF_SIGNATURE\\); .*upstreamTLS\\.ca`));
+    expect(untrusted.code).toBe(1);
+  });
 
   it('without the CA: 502 whose detail names the TLS error and the fix, on pass-through and on a blob GET', async () => {
     const proxy = await serve(registry.url, undefined);
