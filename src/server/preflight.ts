@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import http from 'node:http';
-import https from 'node:https';
+import type { IncomingHttpHeaders } from 'node:http';
+import { httpRequest, type HttpAnswer } from '../health.js';
 import { errorForLog, redact, urlForLog } from '../log.js';
 import { isOriginSigner } from '../signers/origin.js';
 import type { Logger, Signer } from '../types.js';
@@ -126,7 +126,7 @@ export function classifyStorageAnswer(kind: string, status: number, code: string
 const BODY_LIMIT = 8_192;
 
 /** Storage's error code: Azure's header, S3/GCS XML `<Code>`, or GCS JSON `error.errors[0].reason`. */
-export function storageErrorCode(headers: http.IncomingHttpHeaders, body: string): { code?: string; message?: string } {
+export function storageErrorCode(headers: IncomingHttpHeaders, body: string): { code?: string; message?: string } {
   const header = headers['x-ms-error-code'];
   const xmlCode = /<Code>([^<]{1,100})<\/Code>/.exec(body)?.[1];
   const xmlMessage = /<Message>([^<]{1,300})<\/Message>/.exec(body)?.[1]?.split('\n')[0];
@@ -152,36 +152,6 @@ function isNetworkError(err: unknown): boolean {
     if (typeof code === 'string' && (NETWORK_CODES.has(code) || code.startsWith('UND_ERR_'))) return true;
   }
   return false;
-}
-
-/** One GET (first byte only, body capped), with node:http: fetch refuses the Fetch standard's "bad ports". */
-function getOnce(url: string, timeoutMs: number): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
-  return new Promise((resolve, reject) => {
-    const target = new URL(url);
-    const get = target.protocol === 'https:' ? https.get : http.get;
-    const req = get(target, { headers: { range: 'bytes=0-0' }, agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      res.on('data', (chunk: Buffer) => {
-        if (size < BODY_LIMIT) chunks.push(chunk);
-        size += chunk.length;
-        if (size >= BODY_LIMIT) res.destroy();
-      });
-      const done = () => {
-        clearTimeout(timer);
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).subarray(0, BODY_LIMIT).toString('utf8') });
-      };
-      res.on('end', done);
-      res.on('close', done);
-      res.on('error', done);
-    });
-    const timer = setTimeout(() => req.destroy(Object.assign(new Error(`no answer within ${timeoutMs} ms`), { code: 'PREFLIGHT_TIMEOUT' })), timeoutMs);
-    timer.unref();
-    req.on('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-  });
 }
 
 /** The repository and digest of an object that cannot exist: 256 random bits. */
@@ -234,16 +204,17 @@ export async function preflightSigner(signer: Signer, label: string, timeoutMs =
   }
   const storage = storageOf(url, signer, request);
   const where = storage ?? urlForLog(url);
-  let answer: Awaited<ReturnType<typeof getOnce>>;
+  let answer: HttpAnswer;
   try {
-    answer = await getOnce(url, timeoutMs);
+    // node:http (httpRequest), not fetch: fetch refuses the Fetch standard's "bad ports".
+    answer = await httpRequest(url, { headers: { range: 'bytes=0-0' }, timeoutMs, timeoutMessage: `no answer within ${timeoutMs} ms`, bodyLimit: BODY_LIMIT });
   } catch (err) {
     const e = errorForLog(err);
     const code = (err as { code?: unknown }).code;
     const reason = typeof code === 'string' && !e.message.includes(code) ? `${e.message} (${code})` : e.message;
     return { label, kind, outcome: 'unreachable', detail: `storage at ${where} did not answer: ${reason}`, ...(storage ? { storage } : {}) };
   }
-  const { code, message } = storageErrorCode(answer.headers, answer.body);
+  const { code, message } = storageErrorCode(answer.headers, answer.body.toString('utf8'));
   const reading = classifyStorageAnswer(kind, answer.status, code);
   // Storage's own words, unless they quote a URL's query (redact() would also mangle "Authorization header").
   const words = message && /[?&][\w-]+=/.test(message) ? redact(message) : message;
@@ -253,9 +224,7 @@ export async function preflightSigner(signer: Signer, label: string, timeoutMs =
       ? `storage at ${where} accepted the signature (a missing object answered ${said})`
       : reading.outcome === 'refused'
         ? `storage at ${where} refused the signed URL: ${said}`
-        : reading.outcome === 'unreachable'
-          ? `storage at ${where} answered ${said}`
-          : `storage at ${where} answered ${said}`;
+        : `storage at ${where} answered ${said}`;
   return { label, kind, outcome: reading.outcome, status: answer.status, ...(code ? { code } : {}), detail, ...(reading.hint ? { hint: reading.hint } : {}), ...(storage ? { storage } : {}) };
 }
 
