@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // First: on an old Node, one line and exit 1 before any dependency is evaluated.
 import './require-node.js';
+// Second: `serve` re-execs itself with a capped V8 young generation before loading anything.
+import './semi-space.js';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { RegistryRedirectError } from '../errors.js';

@@ -1,0 +1,122 @@
+// `serve` runs with a capped V8 young generation without any flag from the user (it re-execs
+// itself: same pid, clean stderr, signals still stop it), and leaves a user's own value alone.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AZURITE_KEY, azureProxyYaml } from '../helpers/constants.js';
+import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
+import { request, waitFor } from '../support/http.js';
+import { freePort } from '../support/ports.js';
+import { SEMI_SPACE_MIB } from '../../src/server/semi-space.js';
+
+const CLI = new URL('../../dist/server/cli.js', import.meta.url).pathname;
+const dir = mkdtempSync(join(tmpdir(), 'rr-semi-'));
+const children: ChildProcess[] = [];
+const FLAG = `--max-semi-space-size=${SEMI_SPACE_MIB}`;
+
+let upstream: FakeUpstream;
+beforeAll(async () => {
+  upstream = await startFakeUpstream();
+});
+afterAll(async () => {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+  await upstream.close();
+});
+
+/** The running process's command line as the kernel has it (after any exec). */
+const cmdline = (pid: number): string[] => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+/** Node's own options: what stands between the node binary and the script. */
+const nodeFlags = (pid: number): string[] => {
+  const argv = cmdline(pid);
+  return argv.slice(1, argv.indexOf(CLI));
+};
+
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(entry));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return out;
+}
+
+async function serve(opts: { nodeArgs?: string[]; env?: NodeJS.ProcessEnv; workers?: number; extra?: string } = {}) {
+  const port = await freePort();
+  const metricsPort = await freePort();
+  const file = join(dir, `proxy-${port}.yaml`);
+  const metrics = opts.workers ? `metrics: { listen: 127.0.0.1:${metricsPort}, defaultMetrics: false }\n` : '';
+  writeFileSync(file, azureProxyYaml({ listen: `127.0.0.1:${port}`, upstream: upstream.url, extra: `preflight: off\nreload: { watch: false }\n${metrics}${opts.extra ?? ''}` }));
+  const args = [...(opts.nodeArgs ?? []), CLI, 'serve', '--config', file, ...(opts.workers ? ['--workers', String(opts.workers)] : [])];
+  const child = spawn(process.execPath, args, { env: { PATH: process.env.PATH, AZURE_STORAGE_KEY: AZURITE_KEY, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(
+    async () => (opts.workers ? childrenOf(child.pid!).length === opts.workers : true) && (await request(`${url}/healthz`, { timeoutMs: 500 }).catch(() => undefined))?.status === 200,
+    { timeoutMs: 20_000, label: 'serve /healthz', describe: () => err + out },
+  );
+  return { child, pid: child.pid!, url, exited, stdout: () => out, stderr: () => err };
+}
+
+describe.skipIf(process.platform !== 'linux')('serve: V8 young-generation cap', () => {
+  it('runs with the flag in the same process (same pid), prints no warning, and SIGTERM still stops it gracefully', async () => {
+    const s = await serve();
+    expect(nodeFlags(s.pid)).toEqual([FLAG]);
+    expect(cmdline(s.pid).slice(-3)).toEqual(['serve', '--config', expect.stringMatching(/proxy-\d+\.yaml$/)]);
+    // The re-exec'd process is the one serving: its log line names the listener.
+    await waitFor(() => s.stdout().includes('registry-redirect listening'), { timeoutMs: 10_000, label: 'listening line', describe: s.stdout });
+    s.child.kill('SIGTERM');
+    expect(await s.exited).toEqual({ code: 0, signal: null });
+    expect(s.stdout()).toContain('"signal":"SIGTERM"');
+    expect(s.stderr()).toBe('');
+  });
+
+  it('SIGINT right after start, before the server listens, still ends the process', async () => {
+    const port = await freePort();
+    const file = join(dir, `early-${port}.yaml`);
+    writeFileSync(file, azureProxyYaml({ listen: `127.0.0.1:${port}`, upstream: upstream.url, extra: 'preflight: off\nreload: { watch: false }\n' }));
+    const child = spawn(process.execPath, [CLI, 'serve', '--config', file], { env: { PATH: process.env.PATH, AZURE_STORAGE_KEY: AZURITE_KEY }, stdio: 'ignore' });
+    children.push(child);
+    const exited = new Promise<unknown>((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal)));
+    await new Promise((r) => setTimeout(r, 30));
+    child.kill('SIGINT');
+    const how = await Promise.race([exited, new Promise((r) => setTimeout(() => r('still running'), 10_000))]);
+    expect(['SIGINT', 0]).toContain(how);
+  });
+
+  it("leaves the user's own value alone: NODE_OPTIONS (no re-exec) or node's command line", async () => {
+    const viaEnv = await serve({ env: { NODE_OPTIONS: '--max-semi-space-size=8' } });
+    expect(nodeFlags(viaEnv.pid)).toEqual([]);
+    expect(readFileSync(`/proc/${viaEnv.pid}/environ`, 'utf8').split('\0')).toContain('NODE_OPTIONS=--max-semi-space-size=8');
+    const viaArgs = await serve({ nodeArgs: ['--max-semi-space-size=4'] });
+    expect(nodeFlags(viaArgs.pid)).toEqual(['--max-semi-space-size=4']);
+    for (const s of [viaEnv, viaArgs]) {
+      s.child.kill('SIGTERM');
+      expect((await s.exited).code).toBe(0);
+    }
+  });
+
+  it('--workers 2: the primary re-execs once and every worker inherits the flag; SIGTERM stops all', async () => {
+    const s = await serve({ workers: 2 });
+    expect(nodeFlags(s.pid)).toEqual([FLAG]);
+    const workers = childrenOf(s.pid);
+    expect(workers).toHaveLength(2);
+    for (const w of workers) expect(nodeFlags(w)).toEqual([FLAG]);
+    for (let i = 0; i < 4; i++) expect((await request(`${s.url}/healthz`)).status).toBe(200);
+    s.child.kill('SIGTERM');
+    expect((await s.exited).code).toBe(0);
+    for (const w of workers) expect(() => readFileSync(`/proc/${w}/stat`)).toThrow();
+    expect(s.stderr()).toBe('');
+  });
+});
