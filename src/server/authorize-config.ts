@@ -1,5 +1,4 @@
 import { readFileSync } from 'node:fs';
-import { z } from 'zod';
 import { DEFAULT_DECISION_MAX_BYTES, DEFAULT_DECISION_MAX_ENTRIES, DEFAULT_DECISION_TTL_MS, resolveDecisionCacheOptions } from '../authorize/cache.js';
 import { createTokenVerifier } from '../authorize/token.js';
 import { TOKEN_ALGORITHMS } from '../authorize/token-keys.js';
@@ -7,6 +6,11 @@ import { parseDuration } from '../duration.js';
 import { RegistryRedirectError } from '../errors.js';
 import type { DecisionCacheOptions, TokenAlgorithm, TokenAuthOptions } from '../types.js';
 import { parseConfigPart } from './validate.js';
+import { zod } from '../lazy.js';
+
+// The same zod instance as the signers' and rollout schemas (lazy.ts): a static import would load
+// zod's ESM build next to the CommonJS one that `require` gets, twice the start-up cost.
+const { z } = zod();
 
 /** The validated `authorize:` block of the server config. */
 export interface AuthorizeConfig {

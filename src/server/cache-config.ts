@@ -1,8 +1,13 @@
-import { z } from 'zod';
 import { parseDuration } from '../duration.js';
 import { CACHE_DEFAULTS, cachedSigner, type CacheResult } from '../signers/cache.js';
 import { configError, formatDuration } from '../signers/common.js';
 import type { Signer } from '../types.js';
+import type { z as Z } from 'zod';
+import { zod } from '../lazy.js';
+
+// The same zod instance as the signers' and rollout schemas (lazy.ts): a static import would load
+// zod's ESM build next to the CommonJS one that `require` gets, twice the start-up cost.
+const { z } = zod();
 
 /** The `cache:` block of the config file. */
 export const cacheBlock = z
@@ -25,7 +30,7 @@ export interface CacheConfig {
 }
 
 /** Fills in defaults and checks the block against the signed URLs' lifetime. */
-export function buildCacheConfig(block: z.output<typeof cacheBlock> | undefined, expiryMs: number): CacheConfig {
+export function buildCacheConfig(block: Z.output<typeof cacheBlock> | undefined, expiryMs: number): CacheConfig {
   const b = block ?? {};
   const minRemainingMs = b.minRemaining === undefined ? CACHE_DEFAULTS.minRemainingMs : parseDuration(b.minRemaining, 'cache.minRemaining');
   const config: CacheConfig = {

@@ -1,18 +1,28 @@
 import cluster, { type Worker } from 'node:cluster';
-import http from 'node:http';
-import { AggregatorRegistry } from 'prom-client';
+import type { Server as HttpServer } from 'node:http';
+import type * as promClient from 'prom-client';
 import { RegistryRedirectError } from '../errors.js';
+import { requireDependency } from '../lazy.js';
 import { errorForLog } from '../log.js';
 import type { PrometheusMetrics } from '../metrics.js';
 import type { Logger } from '../types.js';
 import type { ServerConfig } from './config.js';
 import { listenOn } from './observability.js';
 
+// Not `import`: Node's ESM wrapper of node:http reads its lazy fetch/WebSocket exports, loading undici (~20 ms at start).
+const http = process.getBuiltinModule('node:http');
+
 /** Most workers `serve --workers` starts. */
 export const MAX_WORKERS = 64;
 /** A worker that dies more often than this within {@link RESTART_WINDOW_MS} stops the whole server. */
 const MAX_RESTARTS = 5;
 const RESTART_WINDOW_MS = 60_000;
+
+/**
+ * prom-client, loaded only when metrics are configured: the CLI imports this module for every
+ * `serve`, and prom-client alone costs ~30 ms of start-up.
+ */
+const aggregatorModule = () => requireDependency<typeof promClient>('prom-client');
 
 /** Parses `--workers N` (default 1). */
 export function parseWorkers(text: string | undefined): number {
@@ -36,6 +46,7 @@ export function validateForWorkers(config: ServerConfig): void {
 
 /** In a worker: answer the primary's metrics requests with this worker's registry. */
 export function shareMetricsWithPrimary(metrics: PrometheusMetrics): void {
+  const { AggregatorRegistry } = aggregatorModule();
   AggregatorRegistry.setRegistries([metrics.registry]);
   // Constructing one installs the worker's IPC listener for the primary's requests.
   new AggregatorRegistry();
@@ -58,8 +69,8 @@ export async function runPrimary(opts: { workers: number; config: ServerConfig; 
   const restarts: number[] = [];
   const listening = new Set<number>();
 
-  const aggregator = config.metrics?.listen ? new AggregatorRegistry() : undefined;
-  let metricsServer: http.Server | undefined;
+  const aggregator = config.metrics?.listen ? new (aggregatorModule().AggregatorRegistry)() : undefined;
+  let metricsServer: HttpServer | undefined;
 
   const fork = (): Worker => {
     const worker = cluster.fork();

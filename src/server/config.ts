@@ -1,5 +1,4 @@
 import { readFileSync } from 'node:fs';
-import { z } from 'zod';
 import { parseDuration } from '../duration.js';
 import { RegistryRedirectError } from '../errors.js';
 import { parseUpstream } from '../middleware.js';
@@ -16,6 +15,11 @@ import { parseConfigPart } from './validate.js';
 import { tlsFromConfig, upstreamTlsFromConfig, type TlsServerConfig } from './tls.js';
 import type { UpstreamTlsOptions } from '../types.js';
 import { parseConfigYaml } from './yaml-errors.js';
+import { zod } from '../lazy.js';
+
+// The same zod instance as the signers' and rollout schemas (lazy.ts): a static import would load
+// zod's ESM build next to the CommonJS one that `require` gets, twice the start-up cost.
+const { z } = zod();
 
 const duration = (example: string) =>
   z.union([z.string(), z.number()], { error: `write a duration, e.g. "${example}"` });

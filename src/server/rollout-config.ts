@@ -1,4 +1,3 @@
-import { z } from 'zod';
 import { createClientIpResolver } from '../client-ip.js';
 import { parseDuration } from '../duration.js';
 import { RegistryRedirectError } from '../errors.js';
@@ -7,6 +6,11 @@ import { DEFAULT_SIGNER, NO_SIGNER, compilePolicy, type RolloutPolicy } from '..
 import type { Signer } from '../types.js';
 import { signerFromConfig, type SignerCommon } from './signer-config.js';
 import { parseConfigPart } from './validate.js';
+import { zod } from '../lazy.js';
+
+// The same zod instance as the signers' and rollout schemas (lazy.ts): a static import would load
+// zod's ESM build next to the CommonJS one that `require` gets, twice the start-up cost.
+const { z } = zod();
 
 /** The config-file blocks about routing and operations (trusted proxies, named signers, policy, breaker, metrics, reload), validated. */
 export interface RolloutConfig {
