@@ -2,6 +2,7 @@
 // matters when client and server share two cores), autocannon otherwise. Every run is bounded in
 // duration and connections, and records the server processes' CPU time from /proc.
 import { execFileSync, spawn } from 'node:child_process';
+import http from 'node:http';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -121,16 +122,70 @@ async function runAutocannon({ origin, paths, nextPath, connections, seconds, he
 }
 
 /**
+ * A keep-alive node:http client with `connections` requests in flight, for what neither wrk nor
+ * autocannon can run: HEAD (both wait for the body that the response's Content-Length announces).
+ * Costs the bench process ~30-50 µs of CPU per request, so use it for rates of a few thousand
+ * requests per second, and for every variant being compared.
+ */
+async function runNodeClient({ origin, paths, connections, seconds, headers = {}, method = 'GET' }) {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
+  const url = new URL(origin);
+  const deadline = performance.now() + seconds * 1_000;
+  const latencies = [];
+  let requests = 0;
+  let bad = 0;
+  let errors = 0;
+  let i = 0;
+  const once = (path) =>
+    new Promise((resolve) => {
+      const t0 = performance.now();
+      const req = http.request({ host: url.hostname, port: url.port, path, method, headers, agent, timeout: 5_000 }, (res) => {
+        res.resume();
+        res.once('end', () => {
+          latencies.push(performance.now() - t0);
+          requests++;
+          if (res.statusCode >= 400) bad++;
+          resolve();
+        });
+      });
+      req.once('timeout', () => req.destroy(new Error('timeout')));
+      req.once('error', () => {
+        errors++;
+        resolve();
+      });
+      req.end();
+    });
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: connections }, async () => {
+      while (performance.now() < deadline) await once(paths[i++ % paths.length]);
+    }),
+  );
+  const wall = (performance.now() - started) / 1_000;
+  agent.destroy();
+  latencies.sort((a, b) => a - b);
+  const pct = (p) => (latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] : Number.NaN);
+  return { tool: 'node', requests, rps: requests / wall, p50Ms: pct(50), p99Ms: pct(99), bad, errors };
+}
+
+/**
  * One bounded load run against `origin` + `paths`; `pids()` are the processes whose CPU time the
  * run is charged with. `lua`/`nextPath` generate paths (wrk/autocannon) when a fixed list will not do.
  */
-export async function load({ origin, paths, lua, nextPath, connections, seconds, headers, pids = () => [], parts, tool }) {
-  const use = tool ?? (findWrk() ? 'wrk' : 'autocannon');
+export async function load({ origin, paths, lua, nextPath, connections, seconds, headers, method, pids = () => [], parts, tool }) {
+  // HEAD: see runNodeClient.
+  const use = tool ?? (method === 'HEAD' ? 'node' : findWrk() ? 'wrk' : 'autocannon');
+  if (use !== 'node' && method && method !== 'GET') throw new Error(`load: ${use} runs GET only here (asked for ${method}); use tool: 'node'`);
   const before = cpuOf(pids());
   // Optional attribution of CPU time to named processes ({ label: () => [pids] }).
   const partsBefore = parts && Object.fromEntries(Object.entries(parts).map(([k, f]) => [k, cpuOf(f())]));
   const started = performance.now();
-  const r = use === 'wrk' ? await runWrk({ origin, paths, lua, connections, seconds, headers }) : await runAutocannon({ origin, paths, nextPath, connections, seconds, headers });
+  const r =
+    use === 'wrk'
+      ? await runWrk({ origin, paths, lua, connections, seconds, headers })
+      : use === 'node'
+        ? await runNodeClient({ origin, paths, connections, seconds, headers, method })
+        : await runAutocannon({ origin, paths, nextPath, connections, seconds, headers });
   const wall = (performance.now() - started) / 1_000;
   const cpu = cpuOf(pids()) - before;
   const perRequest = (seconds) => (r.requests > 0 ? (seconds * 1e6) / r.requests : Number.NaN);
