@@ -33,11 +33,10 @@ RUN node -e "const fs=require('fs');const p=JSON.parse(fs.readFileSync('package.
 
 # ---- runtime --------------------------------------------------------------------------------------
 FROM node:${NODE_VERSION}-alpine
-# Cap V8's young generation: Node sizes it from the host's memory (up to 2 x 64 MiB), which alone
-# takes a busy proxy past 256 MiB RSS; 16 MiB semi-spaces keep it near 190 MiB at the same speed
-# (bench scenario 7, docs/performance.md).
+# No NODE_OPTIONS for memory: `serve` caps V8's young generation itself (it re-execs with
+# --max-semi-space-size unless NODE_OPTIONS names one), so a NODE_OPTIONS given to `docker run`
+# for something else keeps the cap (docs/performance.md, memory).
 ENV NODE_ENV=production \
-    NODE_OPTIONS=--max-semi-space-size=16 \
     HEALTHCHECK_URL=http://127.0.0.1:8080/healthz
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
@@ -48,6 +47,7 @@ USER 1000:1000
 EXPOSE 8080 9090
 HEALTHCHECK --interval=15s --timeout=3s --start-period=5s --retries=3 \
   CMD ["node", "-e", "fetch(process.env.HEALTHCHECK_URL,{signal:AbortSignal.timeout(2500)}).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-# node is PID 1 here: the CLI handles SIGTERM/SIGINT itself (drain, then exit 0).
+# node is PID 1 here (still after the re-exec: same pid): the CLI handles SIGTERM/SIGINT itself
+# (drain, then exit 0).
 ENTRYPOINT ["node", "/app/dist/server/cli.js"]
 CMD ["serve", "--config", "/etc/registry-redirect/proxy.yaml"]

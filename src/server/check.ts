@@ -1,3 +1,4 @@
+import http from 'node:http';
 import { parseArgs } from 'node:util';
 import { RegistryRedirectError } from '../errors.js';
 import { redact, urlForLog } from '../log.js';
@@ -13,9 +14,6 @@ import { closeNow, listenOn } from './observability.js';
 import { loadConfig, type ServerConfig } from './config.js';
 import { preflightSigner } from './preflight.js';
 import { probeWriteEndpoint } from './push-config.js';
-
-// Not `import`: Node's ESM wrapper of node:http reads its lazy fetch/WebSocket exports, loading undici (~20 ms at start).
-const http = process.getBuiltinModule('node:http');
 
 export const CHECK_USAGE = `Usage: registry-redirect check --config FILE.yaml [--repository R --digest D] [--size N] [--creds USER:PASS] [--registry-host NAME]
 

@@ -1,5 +1,5 @@
 import cluster, { type Worker } from 'node:cluster';
-import type { Server as HttpServer } from 'node:http';
+import http from 'node:http';
 import type * as promClient from 'prom-client';
 import { RegistryRedirectError } from '../errors.js';
 import { requireDependency } from '../lazy.js';
@@ -8,9 +8,6 @@ import type { PrometheusMetrics } from '../metrics.js';
 import type { Logger } from '../types.js';
 import type { ServerConfig } from './config.js';
 import { listenOn } from './observability.js';
-
-// Not `import`: Node's ESM wrapper of node:http reads its lazy fetch/WebSocket exports, loading undici (~20 ms at start).
-const http = process.getBuiltinModule('node:http');
 
 /** Most workers `serve --workers` starts. */
 export const MAX_WORKERS = 64;
@@ -70,7 +67,7 @@ export async function runPrimary(opts: { workers: number; config: ServerConfig; 
   const listening = new Set<number>();
 
   const aggregator = config.metrics?.listen ? new (aggregatorModule().AggregatorRegistry)() : undefined;
-  let metricsServer: HttpServer | undefined;
+  let metricsServer: http.Server | undefined;
 
   const fork = (): Worker => {
     const worker = cluster.fork();

@@ -1,13 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import type { Server as HttpServer, IncomingMessage, OutgoingHttpHeader, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import http from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeader, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { AddressInfo, Server } from 'node:net';
 import { symbols as pinoSymbols, stdSerializers as pinoStdSerializers, type Logger as PinoLogger } from 'pino';
 import type { PrometheusMetrics } from '../metrics.js';
 import { pathForLog } from '../proxy.js';
 import type { Logger } from '../types.js';
-
-// Not `import`: Node's ESM wrapper of node:http reads its lazy fetch/WebSocket exports, loading undici (~20 ms at start).
-const http = process.getBuiltinModule('node:http');
 
 /** Binds `server` to `listen` (with `backlog`, else Node's default) and returns its `http://host:port`. */
 export async function listenOn(server: Server, listen: { host: string; port: number }, backlog?: number): Promise<string> {
@@ -44,7 +42,7 @@ export async function startMetricsServer(
 }
 
 /** Stops listening and drops the open connections too, so an idle keep-alive client cannot hold the close. */
-export function closeNow(server: HttpServer): Promise<void> {
+export function closeNow(server: http.Server): Promise<void> {
   return new Promise<void>((resolve) => {
     server.close(() => resolve());
     server.closeAllConnections();

@@ -1,4 +1,4 @@
-import type { Server as HttpServer } from 'node:http';
+import http from 'node:http';
 import type http2 from 'node:http2';
 import { prometheusMetrics, type PrometheusMetrics } from '../metrics.js';
 import { createOriginHandler, sharedHostWarning, type OriginHandler } from '../origin/server.js';
@@ -16,14 +16,11 @@ import { createReadinessHandler } from './readiness.js';
 import { createConfigReloader, createHotMiddleware, type ReloadResult } from './reload.js';
 import { createListener, createTlsReloader, type TlsReloadResult } from './tls.js';
 
-// Not `import`: Node's ESM wrapper of node:http reads its lazy fetch/WebSocket exports, loading undici (~20 ms at start).
-const http = process.getBuiltinModule('node:http');
-
 const HEALTH_BODY = '{"status":"ok"}';
 
 export interface RunningServer {
   /** The listener: `http.Server`, or with `tls:` an HTTP/2 secure server that also speaks HTTP/1.1. */
-  readonly server: HttpServer | http2.Http2SecureServer;
+  readonly server: http.Server | http2.Http2SecureServer;
   /** `http://host:port` (`https://` with `tls:`) the server listens on. */
   readonly url: string;
   /** Stop accepting, let in-flight requests finish (bounded by `timeouts.shutdown`), then close. */
@@ -33,7 +30,7 @@ export interface RunningServer {
   /** `http://host:port` of each separate origin listener (`signer.origin.listen`). */
   readonly originUrls: readonly string[];
   /** The separate origin listeners, in the order of {@link originUrls}. */
-  readonly originServers: readonly HttpServer[];
+  readonly originServers: readonly http.Server[];
   /** The Prometheus metrics, when `metrics:` is configured. */
   readonly metrics?: PrometheusMetrics | undefined;
   /**

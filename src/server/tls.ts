@@ -1,21 +1,20 @@
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
-import type http2 from 'node:http2';
-import type { Server as HttpServer, ServerOptions as HttpServerOptions, IncomingMessage, ServerResponse } from 'node:http';
+import http from 'node:http';
+import http2 from 'node:http2';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { basename, dirname } from 'node:path';
-import type { Server as TlsServer, TLSSocket } from 'node:tls';
+import type { TLSSocket } from 'node:tls';
+import tls from 'node:tls';
 import { RegistryRedirectError } from '../errors.js';
+import { zod } from '../lazy.js';
 import { errorForLog } from '../log.js';
 import type { Logger, UpstreamTlsOptions } from '../types.js';
 import { parseConfigPart } from './validate.js';
-import { zod } from '../lazy.js';
 
 // The same zod instance as the signers' and rollout schemas (lazy.ts): a static import would load
 // zod's ESM build next to the CommonJS one that `require` gets, twice the start-up cost.
 const { z } = zod();
-
-// Not `import`: Node's ESM wrapper of node:http reads its lazy fetch/WebSocket exports, loading undici (~20 ms at start).
-const http = process.getBuiltinModule('node:http');
 
 const TLS_VERSIONS = ['TLSv1.2', 'TLSv1.3'] as const;
 const path = (what: string, example: string) => z.string({ error: `write the path of ${what}, e.g. "${example}"` });
@@ -125,7 +124,7 @@ export function loadTlsMaterial(config: TlsServerConfig): TlsMaterial {
     parseCertificates(ca, config.clientCA, 'tls.clientCA');
   }
   try {
-    process.getBuiltinModule('node:tls').createSecureContext({ cert, key, ca, minVersion: config.minVersion });
+    tls.createSecureContext({ cert, key, ca, minVersion: config.minVersion });
   } catch (cause) {
     throw new RegistryRedirectError('CONFIG_INVALID', `tls: OpenSSL refuses ${config.certificate} with ${config.key}: ${(cause as Error).message}`, { cause });
   }
@@ -201,12 +200,11 @@ export interface Http1Settings {
 export function createTlsServer(
   config: TlsServerConfig,
   material: TlsMaterial,
-  http1: HttpServerOptions & Http1Settings,
+  http1: http.ServerOptions & Http1Settings,
   idleMs: number,
   handler: (req: IncomingMessage, res: ServerResponse) => void,
 ): { server: http2.Http2SecureServer; connections: TlsConnections } {
-  // node:http2 (and node:tls, ~20 ms to load) only when `tls:` is configured.
-  const server = process.getBuiltinModule('node:http2').createSecureServer(
+  const server = http2.createSecureServer(
     {
       allowHTTP1: true,
       cert: material.cert,
@@ -268,7 +266,7 @@ function sameBuffer(a: Buffer | undefined, b: Buffer | undefined): boolean {
 
 /** The main listener of `serve`, and how to stop its connections. */
 export interface Listener {
-  readonly server: HttpServer | http2.Http2SecureServer;
+  readonly server: http.Server | http2.Http2SecureServer;
   readonly connections: TlsConnections;
   /** With `tls:`: the secure server and the certificate it started with (for {@link createTlsReloader}). */
   readonly tls?: { readonly server: http2.Http2SecureServer; readonly material: TlsMaterial } | undefined;
@@ -282,7 +280,7 @@ export interface Listener {
  */
 export function createListener(
   tlsConfig: TlsServerConfig | undefined,
-  options: HttpServerOptions & Http1Settings,
+  options: http.ServerOptions & Http1Settings,
   handler: (req: IncomingMessage, res: ServerResponse) => void,
 ): Listener {
   if (!tlsConfig) {
@@ -315,7 +313,7 @@ export interface TlsReloader {
  * moment after its certificate fails once (logged) and succeeds on the next event.
  */
 export function createTlsReloader(opts: {
-  server: TlsServer | http2.Http2SecureServer;
+  server: tls.Server | http2.Http2SecureServer;
   config: TlsServerConfig;
   initial: TlsMaterial;
   logger: Logger;

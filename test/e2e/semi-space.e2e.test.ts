@@ -1,6 +1,6 @@
 // `serve` runs with a capped V8 young generation without any flag from the user (it re-execs
 // itself: same pid, clean stderr, signals still stop it), and leaves a user's own value alone.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -69,13 +69,23 @@ async function serve(opts: { nodeArgs?: string[]; env?: NodeJS.ProcessEnv; worke
   return { child, pid: child.pid!, url, exited, stdout: () => out, stderr: () => err };
 }
 
+/** `unshare` can give serve a PID namespace of its own (root on Linux), as Docker does. */
+function canUnshare(): boolean {
+  try {
+    execFileSync('unshare', ['-fp', '--mount-proc', 'true'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 describe.skipIf(process.platform !== 'linux')('serve: V8 young-generation cap', () => {
   it('runs with the flag in the same process (same pid), prints no warning, and SIGTERM still stops it gracefully', async () => {
     const s = await serve();
     expect(nodeFlags(s.pid)).toEqual([FLAG]);
     expect(cmdline(s.pid).slice(-3)).toEqual(['serve', '--config', expect.stringMatching(/proxy-\d+\.yaml$/)]);
     // The re-exec'd process is the one serving: its log line names the listener.
-    await waitFor(() => s.stdout().includes('registry-redirect listening'), { timeoutMs: 10_000, label: 'listening line', describe: s.stdout });
+    await waitFor(async () => s.stdout().includes('registry-redirect listening'), { timeoutMs: 10_000, label: 'listening line', describe: s.stdout });
     s.child.kill('SIGTERM');
     expect(await s.exited).toEqual({ code: 0, signal: null });
     expect(s.stdout()).toContain('"signal":"SIGTERM"');
@@ -118,5 +128,24 @@ describe.skipIf(process.platform !== 'linux')('serve: V8 young-generation cap', 
     expect((await s.exited).code).toBe(0);
     for (const w of workers) expect(() => readFileSync(`/proc/${w}/stat`)).toThrow();
     expect(s.stderr()).toBe('');
+  });
+
+  it.skipIf(!canUnshare())('as PID 1 of its own PID namespace (the Docker image): re-execs as PID 1, SIGTERM drains and exits 0', async () => {
+    const port = await freePort();
+    const file = join(dir, `pid1-${port}.yaml`);
+    writeFileSync(file, azureProxyYaml({ listen: `127.0.0.1:${port}`, upstream: upstream.url, extra: 'preflight: off\nreload: { watch: false }\n' }));
+    const wrapper = spawn('unshare', ['-fp', '--mount-proc', process.execPath, CLI, 'serve', '--config', file], { env: { PATH: process.env.PATH, AZURE_STORAGE_KEY: AZURITE_KEY }, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(wrapper);
+    let out = '';
+    wrapper.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+    wrapper.stderr!.on('data', (c: Buffer) => (out += c.toString()));
+    const exited = new Promise<number | null>((resolve) => wrapper.on('exit', (code) => resolve(code)));
+    await waitFor(async () => (await request(`http://127.0.0.1:${port}/healthz`, { timeoutMs: 500 }).catch(() => undefined))?.status === 200, { timeoutMs: 20_000, label: 'serve as PID 1', describe: () => out });
+    const [pid] = childrenOf(wrapper.pid!);
+    expect(readFileSync(`/proc/${pid}/status`, 'utf8')).toMatch(/^NSpid:\s+\d+\s+1$/m);
+    expect(nodeFlags(pid!)).toEqual([FLAG]);
+    process.kill(pid!, 'SIGTERM');
+    expect(await exited).toBe(0);
+    expect(out).toContain('"signal":"SIGTERM"');
   });
 });
