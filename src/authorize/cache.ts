@@ -1,4 +1,4 @@
-import type { IncomingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import { LRUCache } from 'lru-cache';
 import { RegistryRedirectError } from '../errors.js';
 import type { BlobTarget, DecisionCacheOptions } from '../types.js';
@@ -35,6 +35,11 @@ export const NEGATIVE_DECISION_TTL_MS = 1_000;
 export interface DecisionCache<V> {
   /** The cached value for `key`, or the result of `load()`, shared by every concurrent caller of `key`. */
   get(key: string, load: () => Promise<V>): Promise<V>;
+  /**
+   * The cached value for `key` if one is fresh (counted as a hit), else `undefined` and nothing
+   * else happens: the hot path answers a hit without a promise, and calls `get` on a miss.
+   */
+  peek(key: string): V | undefined;
   /** Number of cached (possibly expired, not yet evicted) entries. */
   readonly size: number;
   /**
@@ -117,6 +122,12 @@ export function createDecisionCache<V extends object>(
   let shared = 0;
 
   return {
+    peek(key) {
+      const entry = entries.get(key);
+      if (entry === undefined || entry.expiresAt <= now()) return undefined;
+      hits++;
+      return entry.value;
+    },
     get(key, load) {
       const entry = entries.get(key);
       if (entry !== undefined) {
@@ -186,6 +197,38 @@ export function credentialDigest(headers: IncomingHttpHeaders): string {
   if (authorization === undefined && cookie === undefined) return (anonymous ??= sha256Hex(ANONYMOUS_TEXT));
   // One-shot hash of the same bytes as before: no Hash object per request (hot path).
   return sha256Hex(`${authorization ?? ''}\n${Array.isArray(cookie) ? cookie.join('; ') : (cookie ?? '')}`);
+}
+
+/** The last credential seen on a connection and its digest (see {@link connectionCredentialDigest}). */
+interface ConnectionCredential {
+  authorization: string | undefined;
+  cookie: string | string[] | undefined;
+  digest: string;
+}
+const lastCredential = new WeakMap<object, ConnectionCredential>();
+
+/**
+ * {@link credentialDigest} of a request, remembered per connection: a keep-alive client sends the
+ * same `Authorization` on every request, and comparing it with the previous one costs a fraction
+ * of hashing it again (~0.7 µs for a 700-byte bearer token). The digest is reused only when both
+ * headers are equal to the ones it was computed from, so it is the same value either way.
+ */
+export function connectionCredentialDigest(req: IncomingMessage): string {
+  const { authorization, cookie } = req.headers;
+  const connection = req.socket;
+  if (connection === undefined || connection === null) return credentialDigest(req.headers);
+  const last = lastCredential.get(connection);
+  if (last !== undefined && last.authorization === authorization && sameCookie(last.cookie, cookie)) return last.digest;
+  const digest = credentialDigest(req.headers);
+  // Arrays are copied: the remembered value must not change with a later request's headers.
+  lastCredential.set(connection, { authorization, cookie: Array.isArray(cookie) ? [...cookie] : cookie, digest });
+  return digest;
+}
+
+function sameCookie(a: string | string[] | undefined, b: string | string[] | undefined): boolean {
+  if (a === b) return true;
+  if (!Array.isArray(a) || !Array.isArray(b) || a.length !== b.length) return false;
+  return a.every((v, i) => v === b[i]);
 }
 
 /** SHA-256 (hex) of `text`; node:crypto is loaded on first use, not when the package is imported. */

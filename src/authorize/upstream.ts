@@ -7,9 +7,9 @@ import { upstreamFailureDetail } from '../upstream-tls.js';
 import { errorForLog } from '../log.js';
 import { isValidDigest } from '../routes.js';
 import type { BlobTarget, Logger } from '../types.js';
-import { credentialDigest, decisionKey } from './cache.js';
+import { connectionCredentialDigest, decisionKey } from './cache.js';
 import type { DecisionCache } from './cache.js';
-import type { Authorizer } from './types.js';
+import type { AuthOutcome, Authorizer } from './types.js';
 
 /** The upstream's answer to the authorizing HEAD. */
 export type UpstreamVerdict =
@@ -181,16 +181,18 @@ export function answerProbeFailure(res: ServerResponse, err: unknown, timeoutMs:
 export function createUpstreamAuthorizer(opts: UpstreamAuthorizerOptions & { logger: Logger; cache?: DecisionCache<UpstreamVerdict> | undefined }): Authorizer {
   const probe = createUpstreamProbe(opts);
   const cache = opts.cache;
-  return async (req, res, target, path) => {
-    try {
-      const verdict = cache
-        ? await cache.get(decisionKey(target, credentialDigest(req.headers)), () => probe(req, target, path))
-        : await probe(req, target, path);
-      return verdict.allowed ? { size: verdict.size, digest: verdict.digest } : 'deny';
-    } catch (err) {
-      opts.logger.warn({ error: errorForLog(err), repository: target.repository, digest: target.digest }, 'authorizing HEAD failed');
-      answerProbeFailure(res, err, opts.timeoutMs);
-      return 'answered';
-    }
+  const outcome = (verdict: UpstreamVerdict): AuthOutcome => (verdict.allowed ? verdict : 'deny');
+  const failed = (err: unknown, res: ServerResponse, target: BlobTarget): AuthOutcome => {
+    opts.logger.warn({ error: errorForLog(err), repository: target.repository, digest: target.digest }, 'authorizing HEAD failed');
+    answerProbeFailure(res, err, opts.timeoutMs);
+    return 'answered';
+  };
+  return (req, res, target, path) => {
+    if (cache === undefined) return probe(req, target, path).then(outcome, (err: unknown) => failed(err, res, target));
+    const key = decisionKey(target, connectionCredentialDigest(req));
+    // A fresh cached answer is returned as it is: no promise, no microtask on the hot path.
+    const hit = cache.peek(key);
+    if (hit !== undefined) return outcome(hit);
+    return cache.get(key, () => probe(req, target, path)).then(outcome, (err: unknown) => failed(err, res, target));
   };
 }

@@ -8,6 +8,7 @@ import type { Logger, RegistryRedirectMiddleware } from '../types.js';
 import { isOriginSigner } from '../signers/origin.js';
 import { loadConfig, type ServerConfig } from './config.js';
 import { assertWriteEndpoint } from './push-config.js';
+import { onResponseClose } from './response.js';
 
 /** One configuration in service: its middleware and how many requests it is still answering. */
 interface Generation {
@@ -53,7 +54,7 @@ export function createHotMiddleware(build: (config: ServerConfig) => RegistryRed
     handle(req, res) {
       const g = current;
       g.inflight++;
-      res.once('close', () => {
+      onResponseClose(res, () => {
         g.inflight--;
         if (g.retired && g.inflight === 0) void finish(g);
       });

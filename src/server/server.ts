@@ -13,6 +13,7 @@ import { accessLog, listenOn, startMetricsServer } from './observability.js';
 import { runPreflight, type PreflightTracker } from './preflight.js';
 import { PROBE_HEADER, assertWriteEndpoint } from './push-config.js';
 import { createReadinessHandler } from './readiness.js';
+import { ServedResponse } from './response.js';
 import { createConfigReloader, createHotMiddleware, type ReloadResult } from './reload.js';
 import { createListener, createTlsReloader, type TlsReloadResult } from './tls.js';
 
@@ -128,7 +129,7 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
   const metricsPath = config.metrics && !config.metrics.listen ? config.metrics.path : undefined;
   // Every response the listeners create writes its access line (see observability.ts).
   const logged = config.log.requests ? accessLog(logger) : undefined;
-  const responseClass = logged ? { ServerResponse: logged.ServerResponse } : {};
+  const responseClass = { ServerResponse: logged ? logged.ServerResponse : (ServedResponse as typeof http.ServerResponse) };
   // The TLS listener also speaks HTTP/2, whose responses are not of that class: a hook per request.
   const logRequest = config.tls ? logged?.logRequest : undefined;
 

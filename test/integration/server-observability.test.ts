@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { buildConfig } from '../../src/server/config.js';
 import { startServer, type RunningServer } from '../../src/server/server.js';
 import { AZURITE_ACCOUNT_KEY } from '../support/azurite.js';
@@ -79,7 +79,12 @@ describe('server observability', () => {
     const id = generated.headers['x-request-id'] as string;
     expect(id).toMatch(/^[0-9a-f-]{36}$/);
 
-    const line = logLines.find((l) => (l.req as { id?: string } | undefined)?.id === 'abc-123');
+    // Lines are buffered for up to 20 ms (see accessLog).
+    const line = await vi.waitFor(() => {
+      const found = logLines.find((l) => (l.req as { id?: string } | undefined)?.id === 'abc-123');
+      if (!found || !logLines.some((l) => (l.req as { id?: string } | undefined)?.id === id)) throw new Error('access lines not written yet');
+      return found;
+    });
     expect(line).toMatchObject({ msg: 'request completed', req: { method: 'GET', path: `/v2/team/app/blobs/${DIGEST}` }, res: { statusCode: 307 } });
     expect(typeof line!.responseTime).toBe('number');
     expect(logLines.some((l) => (l.req as { id?: string } | undefined)?.id === id)).toBe(true);

@@ -7,6 +7,7 @@
  * - the staleness trade-off is bounded by the TTL, and `ttl: 0` turns it off.
  * Real distribution 2.8.2 (auth: token) behind a recording front.
  */
+import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hs256WithPublicKey, pull, registryClaims, unsignedToken } from '../helpers/tokens.js';
 import { startProxy } from '../helpers/proxy-server.js';
@@ -64,6 +65,43 @@ describe.skipIf(!has)('a cached decision never serves another caller', () => {
     // A different credential with the same rights is a different key: asked again, then yes.
     expect((await get(p, world.bearer(pull('team/app')))).status).toBe(307);
     expect(heads()).toBe(before + 4);
+  });
+
+  it('upstream mode, one keep-alive connection: changing or dropping the credential mid-connection is asked upstream afresh', async () => {
+    // The proxy remembers the credential digest per connection (to skip hashing an unchanged
+    // token); a client that switches identities on the same socket must not inherit the last one's.
+    const p = await proxy();
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const sockets = new Set<unknown>();
+    agent.on('free', (socket) => sockets.add(socket));
+    try {
+      const on = (authorization?: string, cookie?: string) =>
+        request(`${p.url}/v2/team/app/blobs/${digest}`, { agent, headers: { ...(authorization ? { authorization } : {}), ...(cookie ? { cookie } : {}) } });
+      const alice = world.bearer(pull('team/app'));
+      expect((await on(alice)).status).toBe(307);
+      const before = heads();
+      expect((await on(alice)).status).toBe(307);
+      expect(heads()).toBe(before); // same credential on the same connection: the cache answers
+
+      for (const [why, authorization] of [
+        ['another token', world.bearer(pull('team/other'))],
+        ['no credential', undefined],
+      ] as const) {
+        const res = await on(authorization);
+        expect(res.status, why).toBe(401);
+        expect(res.headers.location, why).toBeUndefined();
+      }
+      expect(heads()).toBe(before + 2);
+      // The same token with a cookie is another credential: asked upstream (which says yes).
+      expect((await on(alice, 'session=x')).status).toBe(307);
+      expect(heads()).toBe(before + 3);
+      // And alice alone again is her own cached entry.
+      expect((await on(alice)).status).toBe(307);
+      expect(heads()).toBe(before + 3);
+      expect(sockets.size).toBe(1); // every request above went over one connection
+    } finally {
+      agent.destroy();
+    }
   });
 
   it('token mode: a cached existence never lets a bad token through, and is checked without asking the upstream', async () => {

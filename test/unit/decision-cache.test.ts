@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   NEGATIVE_DECISION_TTL_MS,
   createDecisionCache,
+  connectionCredentialDigest,
   credentialDigest,
   decisionKey,
   resolveDecisionCacheOptions,
@@ -41,6 +42,21 @@ describe('decision cache', () => {
     await cache.get('k', load);
     expect(loads).toBe(2);
     expect(cache.stats()).toEqual({ hits: 1, loads: 2, shared: 0 });
+  });
+
+  it('peek answers a fresh entry synchronously and never loads, shares or answers an expired one', async () => {
+    const c = clock();
+    const cache = createDecisionCache<UpstreamVerdict>({ ttl: 30_000, maxEntries: 10, ttlOf, now: c.now })!;
+    expect(cache.peek('k')).toBeUndefined();
+    const pending = deferred<UpstreamVerdict>();
+    const loading = cache.get('k', () => pending.promise);
+    expect(cache.peek('k')).toBeUndefined(); // a load in flight is not an answer
+    pending.resolve(YES);
+    await loading;
+    expect(cache.peek('k')).toBe(YES);
+    c.advance(30_000);
+    expect(cache.peek('k')).toBeUndefined();
+    expect(cache.stats()).toEqual({ hits: 1, loads: 1, shared: 0 });
   });
 
   it('keeps a negative answer at most the tiny negative TTL, and never one ttlOf marks as not reusable', async () => {
@@ -158,6 +174,22 @@ describe('decision cache keys never hold a credential', () => {
       decisionKey({ repository: 'team/app', digest: DIGEST }),
     ]);
     expect(keys.size).toBe(7);
+  });
+
+  it('per connection: the remembered digest is reused only for the very same Authorization and Cookie', () => {
+    const socket = {};
+    // Node joins Cookie headers into one string; an array (HTTP/2 can deliver one) is handled too.
+    type Headers = Parameters<typeof credentialDigest>[0];
+    const req = (headers: object) => ({ headers, socket }) as unknown as Parameters<typeof connectionCredentialDigest>[0];
+    const cases: object[] = [{ authorization: basic }, { authorization: 'Bearer x' }, {}, { authorization: basic, cookie: 'a=b' }, { cookie: ['a=1', 'b=2'] }, { cookie: ['a=1', 'b=3'] }, { authorization: basic }];
+    for (const headers of cases) {
+      expect(connectionCredentialDigest(req(headers)), JSON.stringify(headers)).toBe(credentialDigest(headers as Headers));
+    }
+    // The remembered cookie list is a copy: changing the request's array afterwards changes nothing.
+    const mutable = ['c=1'];
+    connectionCredentialDigest(req({ cookie: mutable }));
+    mutable[0] = 'c=2';
+    expect(connectionCredentialDigest(req({ cookie: mutable }))).toBe(credentialDigest({ cookie: ['c=2'] } as unknown as Headers));
   });
 
   it('the credential and cookie cannot be shifted into each other', () => {
