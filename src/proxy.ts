@@ -113,7 +113,7 @@ function isForwardablePath(url: string | undefined): url is string {
  * response already under way is reset.
  *
  * Written on node:http rather than http-proxy-middleware: in front of distribution it costs about
- * a fifth less CPU per request, and the proxy shares its cores with the registry (see
+ * a quarter less CPU per request, and the proxy shares its cores with the registry (see
  * docs/performance.md, pass-through).
  */
 export function createPassThrough(opts: PassThroughOptions): PassThrough {
