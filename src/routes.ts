@@ -5,12 +5,13 @@ import type { BlobTarget } from './types.js';
 // quantifiers and backtracks exponentially on a near-miss. `-+` accepts exactly the same names.
 const NAME_COMPONENT = '[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*';
 const NAME_RE = new RegExp(`^${NAME_COMPONENT}(?:/${NAME_COMPONENT})*$`);
-const HEX_RE = /^[a-f0-9]+$/;
 
 /** Longest repository name the spec allows (names must be shorter than 256 characters). */
 export const MAX_NAME_LENGTH = 255;
 
 const DIGEST_HEX_LENGTH: Readonly<Record<string, number>> = { sha256: 64, sha512: 128 };
+/** `sha256:` and `sha512:` are both this long. */
+const ALGORITHM_PREFIX_LENGTH = 7;
 
 const BLOBS = '/blobs/';
 const PREFIX = '/v2/';
@@ -26,10 +27,17 @@ export function isValidRepositoryName(name: string): boolean {
  * so only the registered algorithms with a fixed, safe alphabet are accepted.
  */
 export function isValidDigest(digest: string): boolean {
-  const colon = digest.indexOf(':');
-  if (colon < 0) return false;
-  const expected = DIGEST_HEX_LENGTH[digest.slice(0, colon)];
-  return expected !== undefined && digest.length - colon - 1 === expected && HEX_RE.test(digest.slice(colon + 1));
+  // Index arithmetic, no slice and no keyed lookup: it runs on every blob request.
+  let hex: number;
+  if (digest.startsWith('sha256:')) hex = DIGEST_HEX_LENGTH.sha256!;
+  else if (digest.startsWith('sha512:')) hex = DIGEST_HEX_LENGTH.sha512!;
+  else return false;
+  if (digest.length !== ALGORITHM_PREFIX_LENGTH + hex) return false;
+  for (let i = ALGORITHM_PREFIX_LENGTH; i < digest.length; i++) {
+    const c = digest.charCodeAt(i);
+    if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return false; // [0-9a-f]
+  }
+  return true;
 }
 
 /**
