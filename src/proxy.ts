@@ -155,14 +155,16 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
     };
 
     // The request's socket timeout would start only once a connection is assigned; this deadline
-    // starts now, so time spent queued (for a slot or for a connection) counts.
+    // starts now, so time spent queued (for a slot or for a connection) counts. Without a body the
+    // same timer then bounds the response's inactivity (re-armed by every chunk): one timer per
+    // request instead of a socket timeout and its listeners as well.
     let timer: NodeJS.Timeout | undefined = setTimeout(() => {
       timer = undefined;
       if (!started) {
         withdraw?.();
         logger.warn({ method: req.method, path: pathForLog(url) }, 'upstream timed out: no free upstream connection');
         answerTimeout(res);
-      } else if (proxyReq && !responded) {
+      } else if (proxyReq) {
         timedOut = true;
         proxyReq.destroy();
       }
@@ -196,13 +198,13 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
         return;
       }
       const upstreamReq = proxyReq;
-      // Inactivity bound for the whole exchange once it has a connection (bodies, streamed responses).
-      upstreamReq.setTimeout(timeoutMs, () => {
-        timedOut = true;
-        upstreamReq.destroy();
-      });
       upstreamReq.on('error', fail);
       if (body) {
+        // Inactivity bound for the whole exchange once it has a connection: the body, the response.
+        upstreamReq.setTimeout(timeoutMs, () => {
+          timedOut = true;
+          upstreamReq.destroy();
+        });
         // A request with a body (an upload) has a deadline until its upstream connection is open;
         // after that only inactivity bounds it: the body may take long.
         upstreamReq.once('socket', (socket) => {
@@ -216,7 +218,8 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
       }
       upstreamReq.on('response', (upstreamRes: IncomingMessage) => {
         responded = true;
-        disarm();
+        if (body) disarm();
+        else timer?.refresh();
         const status = upstreamRes.statusCode ?? 502;
         // Before the head is copied, so a hook may edit headers.
         onUpstreamResponse?.(req, status);
@@ -242,7 +245,16 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
           sendOciError(res, 502, 'UNAVAILABLE', 'upstream response cannot be relayed', { reason: (err as NodeJS.ErrnoException).code ?? 'invalid' });
           return;
         }
-        upstreamRes.pipe(res);
+        // What `pipe` does, with the inactivity timer re-armed per chunk and fewer listeners.
+        upstreamRes.on('data', (chunk: Buffer) => {
+          timer?.refresh();
+          if (!res.write(chunk)) upstreamRes.pause();
+        });
+        res.on('drain', () => upstreamRes.resume());
+        upstreamRes.once('end', () => {
+          disarm();
+          res.end();
+        });
       });
     };
     if (slots) withdraw = slots.acquire(run);
