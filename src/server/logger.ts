@@ -23,7 +23,11 @@ export async function createServerLogger(
   options: { destination?: DestinationStream; stdout?: { isTTY?: boolean }; importPretty?: () => Promise<PrettyFactory> } = {},
 ): Promise<PinoLogger> {
   const settings: LoggerOptions = { level: log.level, base };
-  const json = (): PinoLogger => (options.destination ? pino(settings, options.destination) : pino(settings));
+  // Synchronous writes to stdout, as Node's own process.stdout does for files and pipes on Linux:
+  // pino's default asynchronous stdout hands lines to the thread pool, and what it is handed in
+  // an `exit` handler (the access log's last lines) never reaches the file. The access log joins
+  // its lines into one write per 20 ms, so waiting for the write costs nothing measurable.
+  const json = (): PinoLogger => pino(settings, options.destination ?? pino.destination({ dest: 1, sync: true }));
   if (logFormat(log, options.stdout) === 'json') return json();
   let pretty: PrettyFactory;
   try {

@@ -175,7 +175,7 @@ function plainPinoLine(logger: PinoLogger): ((line: AccessLine, level: AccessLev
 export function accessLog(logger: Logger): AccessLog | undefined {
   if (!isPino(logger)) return undefined;
   const serialize = plainPinoLine(logger);
-  const stream = (logger as unknown as PinoInternals)[pinoSymbols.streamSym] as { write(text: string): unknown };
+  const stream = (logger as unknown as PinoInternals)[pinoSymbols.streamSym] as { write(text: string): unknown; flushSync?: () => void };
   // Lines waiting, joined at the flush: one flat string, where `+=` would build a rope of
   // thousands of pieces that the stream then flattens, measures and encodes.
   let pending: string[] = [];
@@ -189,7 +189,16 @@ export function accessLog(logger: Logger): AccessLog | undefined {
     pendingLength = 0;
     stream.write(text);
   };
-  const onExit = (): void => flush();
+  // pino's destination for stdout writes asynchronously, and pino's own exit hook (registered
+  // before this one) has already flushed it: what is handed over now must be written at once.
+  const onExit = (): void => {
+    flush();
+    try {
+      stream.flushSync?.();
+    } catch {
+      // Not open yet or already destroyed: nothing more can be written.
+    }
+  };
   process.on('exit', onExit);
 
   const write = (l: AccessLine): void => {

@@ -207,8 +207,8 @@ describe('registry-redirect CLI', () => {
     const path = `/v2/team/app/blobs/${DIGEST}`;
     const burst = 400;
     const inflight = request(`${s.url}/v2/team/app/manifests/slow`, { headers: { Authorization: BASIC } });
-    // Lines are written once per event-loop turn: the signal lands right after a burst, while the
-    // last of them may still be waiting to be written.
+    // Lines are written at most 20 ms after their response: the signal lands right after a burst,
+    // while the last of them are still waiting to be written.
     const answers = await Promise.all(Array.from({ length: burst }, (_, i) => request(`${s.url}${path}`, { headers: { Authorization: BASIC, 'X-Request-Id': `burst-${i}` }, agent })));
     s.child.kill('SIGTERM');
     agent.destroy();

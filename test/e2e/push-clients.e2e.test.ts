@@ -199,7 +199,9 @@ describe.skipIf(!hasCtr && !hasPodman)('containerd and podman push (steered and 
         // at the endpoint without credentials.
         console.log(`ctr ${auth} mode redirect fails: ${pushed.stderr.trim().split('\n').at(-1)}`);
         expect(pushed.code).not.toBe(0);
-        expect(pushed.stderr).toMatch(/401 Unauthorized/);
+        // As with steering: mostly a 401 at once; on a loaded machine it can hang on the
+        // redirected PUT (a streamed body cannot be replayed) until killed.
+        expect(pushed.stderr).toMatch(/401 Unauthorized|\[ctr killed on timeout\]/);
         return;
       }
       if (auth !== 'anonymous' && steer === 'on') {
