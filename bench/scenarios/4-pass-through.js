@@ -7,9 +7,9 @@ import { performance } from 'node:perf_hooks';
 import { azureBlock } from '../lib/lib.js';
 import { compareRounds, median } from '../lib/load.js';
 import { pseudoRandomBytes } from '../lib/peers.js';
-import { httpRequest, rssBytes, sampleRss } from '../lib/procs.js';
+import { cpuOf, httpRequest, rssBytes, sampleRss } from '../lib/procs.js';
 import { findNginx, nginxProxy } from '../lib/nginx.js';
-import { startServe } from '../lib/servers.js';
+import { startFixture, startServe } from '../lib/servers.js';
 import { summarize } from './1-fast-path.js';
 
 export const title = 'Pass-through: manifest GET and blob upload, proxy vs direct';
@@ -59,11 +59,13 @@ export async function run(ctx) {
   // serve's defaults (access log on), as a user runs it.
   const proxy = await startServe({ upstream: registry.url, signer: azureBlock(), log: { level: 'info' } }, { dir: ctx.dir, name: 'serve-s4' });
   const nginx = findNginx() && !ctx.smoke ? await nginxProxy({ dir: ctx.dir, upstream: registry.url }) : undefined;
+  // The floor of any Node pass-through on this machine: node:http forwarding and nothing else.
+  const floor = ctx.smoke ? undefined : await startFixture('forward', { upstream: registry.url });
   const manifestPath = '/v2/bench/small/manifests/v1';
   // The pass-through mix a pull makes besides blobs: the manifest, the API check, the tags list.
   const paths = [manifestPath, '/v2/', '/v2/bench/small/tags/list'];
   const headers = { Accept: MANIFEST };
-  for (const origin of [registry.url, proxy.origin, ...(nginx ? [nginx.origin] : [])]) {
+  for (const origin of [registry.url, proxy.origin, ...(nginx ? [nginx.origin] : []), ...(floor ? [floor.origin] : [])]) {
     const res = await httpRequest(origin + manifestPath, { headers });
     if (res.status !== 200 || res.headers['docker-content-digest'] !== registry.small.manifest.digest) throw new Error(`${origin}${manifestPath}: ${res.status}`);
   }
@@ -73,6 +75,7 @@ export async function run(ctx) {
     { name: 'direct', origin: registry.url, paths, headers, pids: () => [registry.proc.pid] },
     { name: 'proxy', origin: proxy.origin, paths, headers, pids: () => [proxy.proc.pid, registry.proc.pid], parts: { front: () => [proxy.proc.pid], distribution: () => [registry.proc.pid] } },
     ...(nginx ? [{ name: 'nginx', origin: nginx.origin, paths, headers, pids: () => [nginx.proc.pid, registry.proc.pid], parts: { front: () => [nginx.proc.pid], distribution: () => [registry.proc.pid] } }] : []),
+    ...(floor ? [{ name: 'floor', origin: floor.origin, paths, headers, pids: () => [floor.proc.pid, registry.proc.pid], parts: { front: () => [floor.proc.pid], distribution: () => [registry.proc.pid] } }] : []),
   ];
   const s = await compareRounds({ variants, baseline: 'direct', rounds: ctx.rounds, seconds: ctx.seconds, connections, log: ctx.log });
   const passRows = [
@@ -118,6 +121,17 @@ export async function run(ctx) {
       },
     );
   }
+  if (s.floor) {
+    passRows.push({
+      id: '4h',
+      title: 'floor: the smallest node:http keepalive forwarder (no deadlines, errors or header rewriting) vs straight to distribution',
+      ours: fmtRps(s.floor),
+      baseline: fmtRps(s.direct),
+      value: s.floor.rpsRatio,
+      unit: 'x',
+      note: `CPU per request in the forwarder ${s.floor.cpuUsPerRequestBy.front.toFixed(0)} µs${s.nginx ? ` (${(s.floor.cpuUsPerRequestBy.front / s.nginx.cpuUsPerRequestBy.front).toFixed(1)}x nginx's)` : ''}; serve spends ${(s.proxy.cpuUsPerRequestBy.front / s.floor.cpuUsPerRequestBy.front).toFixed(2)}x the floor`,
+    });
+  }
 
   const body = pseudoRandomBytes('upload', ctx.uploadMiB * MiB);
   const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
@@ -125,6 +139,10 @@ export async function run(ctx) {
   await upload(registry.url, 'bench/upload', body, digest);
   const direct = [];
   const proxied = [];
+  const viaNginx = [];
+  // CPU seconds of the front per upload, to say where the time goes when the ratio is missed.
+  const proxyCpu = [];
+  const nginxCpu = [];
   let rssGrowth = 0;
   const rssBase = rssBytes(proxy.proc.pid);
   for (let i = 0; i < ctx.uploads; i++) {
@@ -132,10 +150,17 @@ export async function run(ctx) {
     globalThis.gc?.();
     const before = rssBytes(proxy.proc.pid);
     const sampler = sampleRss([proxy.proc.pid], 10);
+    const cpuBefore = cpuOf([proxy.proc.pid]);
     proxied.push(await upload(proxy.origin, 'bench/upload', body, digest));
+    proxyCpu.push(cpuOf([proxy.proc.pid]) - cpuBefore);
     const { peak, samples } = sampler.stop();
+    if (nginx) {
+      const nginxBefore = cpuOf([nginx.proc.pid]);
+      viaNginx.push(await upload(nginx.origin, 'bench/upload', body, digest));
+      nginxCpu.push(cpuOf([nginx.proc.pid]) - nginxBefore);
+    }
     rssGrowth = Math.max(rssGrowth, peak - before);
-    ctx.log(`  upload ${i + 1}/${ctx.uploads}: direct ${(ctx.uploadMiB / direct.at(-1)).toFixed(0)} MiB/s, proxy ${(ctx.uploadMiB / proxied.at(-1)).toFixed(0)} MiB/s; proxy RSS ${(before / MiB).toFixed(1)} -> peak ${(peak / MiB).toFixed(1)} MiB (${samples} samples)`);
+    ctx.log(`  upload ${i + 1}/${ctx.uploads}: direct ${(ctx.uploadMiB / direct.at(-1)).toFixed(0)} MiB/s, proxy ${(ctx.uploadMiB / proxied.at(-1)).toFixed(0)} MiB/s${nginx ? `, nginx ${(ctx.uploadMiB / viaNginx.at(-1)).toFixed(0)} MiB/s` : ''}; proxy RSS ${(before / MiB).toFixed(1)} -> peak ${(peak / MiB).toFixed(1)} MiB (${samples} samples)`);
   }
   // Streaming means memory does not follow the body: one upload four times as large.
   const bigMiB = ctx.uploadMiB * 4;
@@ -148,6 +173,8 @@ export async function run(ctx) {
   ctx.log(`  upload of ${bigMiB} MiB through the proxy: ${(bigMiB / bigSeconds).toFixed(0)} MiB/s; proxy RSS ${(bigBefore / MiB).toFixed(1)} MiB, growth ${(bigGrowth / MiB).toFixed(1)} MiB`);
   const mibps = (secs) => ctx.uploadMiB / median(secs);
   const uploadRatio = median(proxied.map((p, i) => direct[i] / p));
+  const msPerMiB = (cpu) => (median(cpu) * 1_000) / ctx.uploadMiB;
+  const nginxUpload = nginx ? `; nginx ${median(viaNginx.map((p, i) => direct[i] / p)).toFixed(2)}x; front CPU per MiB: serve ${msPerMiB(proxyCpu).toFixed(2)} ms, nginx ${msPerMiB(nginxCpu).toFixed(2)} ms` : `; front CPU per MiB: serve ${msPerMiB(proxyCpu).toFixed(2)} ms`;
   return {
     rows: [
       ...passRows,
@@ -159,7 +186,7 @@ export async function run(ctx) {
         value: uploadRatio,
         unit: 'x',
         target: { op: '>=', value: 0.9 },
-        note: `median of ${ctx.uploads} alternating upload pair(s); monolithic PUT, 1 MiB writes`,
+        note: `median of ${ctx.uploads} alternating upload pair(s); monolithic PUT, 1 MiB writes${nginxUpload}`,
       },
       {
         id: '4c',
@@ -182,6 +209,6 @@ export async function run(ctx) {
         note: `target: at most 32 MiB whatever the body (a buffering proxy adds the whole body); compare with 4c: ${ctx.uploadMiB} MiB -> +${(rssGrowth / MiB).toFixed(1)} MiB, ${bigMiB} MiB -> +${(bigGrowth / MiB).toFixed(1)} MiB`,
       },
     ],
-    details: { manifests: summarize(s), uploads: { mib: ctx.uploadMiB, directSeconds: direct, proxySeconds: proxied, proxyRssBase: rssBase, proxyRssGrowthBytes: rssGrowth, bigMiB, bigSeconds, bigRssGrowthBytes: bigGrowth } },
+    details: { manifests: summarize(s), uploads: { mib: ctx.uploadMiB, directSeconds: direct, proxySeconds: proxied, nginxSeconds: viaNginx, proxyCpuSeconds: proxyCpu, nginxCpuSeconds: nginxCpu, proxyRssBase: rssBase, proxyRssGrowthBytes: rssGrowth, bigMiB, bigSeconds, bigRssGrowthBytes: bigGrowth } },
   };
 }

@@ -1,4 +1,4 @@
-/** The oldest Node.js this package runs on (http-proxy-middleware 4 and the AWS SDK need it). */
+/** The oldest Node.js this package runs on (the AWS SDK needs it; it also has require(esm) unflagged). */
 export const REQUIRED_NODE = '22.15.0';
 
 function parts(version: string): [number, number, number] {

@@ -215,7 +215,7 @@ export function createTlsServer(
       minVersion: config.minVersion,
     },
     // The compatibility API gives HTTP/2 requests the shape of node:http's: the middleware, the
-    // proxy (httpxy maps `:authority` to `Host` and drops pseudo-headers and hop-by-hop response
+    // pass-through (it maps `:authority` to `Host` and drops pseudo-headers and connection-specific
     // headers) and the access log serve both protocols.
     handler as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
   );

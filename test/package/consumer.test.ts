@@ -207,7 +207,7 @@ main().catch((err) => { console.error(err); process.exit(1); });
     expectBehaviour(run.stdout, /^https:\/\/blobs\.example\.com\/sha256:a{64}$/);
   });
 
-  it('the engines field allows only Node versions with require(esm) and http-proxy-middleware v4', () => {
+  it('the engines field allows only Node versions with require(esm) and the AWS SDK minimum', () => {
     expect(pkg.engines.node).toBe('>=22.15');
   });
 
