@@ -1,4 +1,3 @@
-import http from 'node:http';
 import { parseArgs } from 'node:util';
 import { RegistryRedirectError } from '../errors.js';
 import { redact, urlForLog } from '../log.js';
@@ -14,6 +13,10 @@ import { closeNow, listenOn } from './observability.js';
 import { loadConfig, type ServerConfig } from './config.js';
 import { preflightSigner } from './preflight.js';
 import { probeWriteEndpoint } from './push-config.js';
+
+// process.getBuiltinModule rather than `import`: Node's ES module wrapper of node:http reads
+// every export, and its lazy ones load undici (~20 ms of every start).
+const { createServer } = process.getBuiltinModule('node:http');
 
 export const CHECK_USAGE = `Usage: registry-redirect check --config FILE.yaml [--repository R --digest D] [--size N] [--creds USER:PASS] [--registry-host NAME]
 
@@ -169,7 +172,7 @@ async function sizeFromUpstream(config: ServerConfig, opts: CheckOptions, timeou
 /** A loopback origin over the signer's root, for the duration of one check. */
 async function startLocalOrigin(signer: OriginSigner): Promise<{ url: string; close(): Promise<void> }> {
   const handle = createOriginHandler(signer.origin);
-  const server = http.createServer((req, res) => {
+  const server = createServer((req, res) => {
     if (handle(req, res)) return;
     res.writeHead(404, { 'Content-Length': '0' });
     res.end();

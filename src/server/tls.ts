@@ -1,15 +1,19 @@
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
-import http from 'node:http';
-import http2 from 'node:http2';
+import type http from 'node:http';
+import type http2 from 'node:http2';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { basename, dirname } from 'node:path';
 import type { TLSSocket } from 'node:tls';
-import tls from 'node:tls';
+import type tls from 'node:tls';
 import { RegistryRedirectError } from '../errors.js';
 import { zod } from '../lazy.js';
 import { errorForLog } from '../log.js';
 import type { Logger, UpstreamTlsOptions } from '../types.js';
+
+// node:http, node:http2 and node:tls are taken with process.getBuiltinModule where they are used:
+// a plain-HTTP server never loads the TLS ones, and Node's ES module wrapper of node:http (an
+// `import`) reads every export, whose lazy ones load undici (~20 ms of every start).
 import { parseConfigPart } from './validate.js';
 
 // The same zod instance as the signers' and rollout schemas (lazy.ts): a static import would load
@@ -124,7 +128,7 @@ export function loadTlsMaterial(config: TlsServerConfig): TlsMaterial {
     parseCertificates(ca, config.clientCA, 'tls.clientCA');
   }
   try {
-    tls.createSecureContext({ cert, key, ca, minVersion: config.minVersion });
+    process.getBuiltinModule('node:tls').createSecureContext({ cert, key, ca, minVersion: config.minVersion });
   } catch (cause) {
     throw new RegistryRedirectError('CONFIG_INVALID', `tls: OpenSSL refuses ${config.certificate} with ${config.key}: ${(cause as Error).message}`, { cause });
   }
@@ -204,7 +208,7 @@ export function createTlsServer(
   idleMs: number,
   handler: (req: IncomingMessage, res: ServerResponse) => void,
 ): { server: http2.Http2SecureServer; connections: TlsConnections } {
-  const server = http2.createSecureServer(
+  const server = process.getBuiltinModule('node:http2').createSecureServer(
     {
       allowHTTP1: true,
       cert: material.cert,
@@ -284,7 +288,7 @@ export function createListener(
   handler: (req: IncomingMessage, res: ServerResponse) => void,
 ): Listener {
   if (!tlsConfig) {
-    const server = http.createServer(options, handler);
+    const server = process.getBuiltinModule('node:http').createServer(options, handler);
     return { server, connections: { closeIdle: () => server.closeIdleConnections(), closeAll: () => server.closeAllConnections() } };
   }
   const material = loadTlsMaterial(tlsConfig);
