@@ -1,12 +1,13 @@
 // `serve` runs with a capped V8 young generation without any flag from the user (it re-execs
 // itself: same pid, clean stderr, signals still stop it), and leaves a user's own value alone.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AZURITE_KEY, azureProxyYaml } from '../helpers/constants.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
+import { childrenOf } from '../support/child.js';
 import { request, waitFor } from '../support/http.js';
 import { freePort } from '../support/ports.js';
 import { SEMI_SPACE_MIB } from '../../src/server/semi-space.js';
@@ -33,19 +34,6 @@ const nodeFlags = (pid: number): string[] => {
   return argv.slice(1, argv.indexOf(CLI));
 };
 
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(entry));
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return out;
-}
 
 async function serve(opts: { nodeArgs?: string[]; env?: NodeJS.ProcessEnv; workers?: number; extra?: string } = {}) {
   const port = await freePort();

@@ -1,10 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AZURITE_KEY, azureProxyYaml } from '../helpers/constants.js';
 import { BASIC, digestOf, startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
+import { childrenOf } from '../support/child.js';
 import { request, waitFor } from '../support/http.js';
 import { freePort } from '../support/ports.js';
 
@@ -22,20 +23,6 @@ function run(args: string[]) {
   return { child, output: () => out, exited };
 }
 
-/** Live direct children of `pid` (the cluster workers), from /proc. */
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(entry));
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return out;
-}
 
 function configFile(port: number, upstream: string, extra: string): string {
   const file = join(dir, `proxy-${port}.yaml`);

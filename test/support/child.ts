@@ -9,6 +9,7 @@
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess, SpawnOptions } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 
 const live = new Set<ChildProcess>();
 let exitHookInstalled = false;
@@ -80,4 +81,19 @@ export function supervise(cmd: string, args: string[], opts: SpawnOptions = {}):
       clearTimeout(timer);
     },
   };
+}
+
+/** Live direct children of `pid` (e.g. cluster workers), from /proc (Linux). */
+export function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(entry));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return out;
 }
