@@ -77,7 +77,10 @@ describe('server observability', () => {
     expect(given.headers['x-request-id']).toBe('abc-123');
     const generated = await request(`${running.url}/v2/`, { headers: { 'X-Request-Id': 'not a token; {"json": 1}' } });
     const id = generated.headers['x-request-id'] as string;
-    expect(id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+    const next = (await request(`${running.url}/v2/`)).headers['x-request-id'];
+    expect(next).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+    expect(next).not.toBe(id);
 
     // Lines are buffered for up to 20 ms (see accessLog).
     const line = await vi.waitFor(() => {
