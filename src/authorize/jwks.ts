@@ -1,5 +1,6 @@
 import type { JsonWebKey, KeyObject } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
+import { httpRequest } from '../health.js';
 import type { KeyLookup } from './token-keys.js';
 
 /** node:crypto, loaded on first use: importing it costs as much as the rest of the package. */
@@ -71,15 +72,16 @@ function parseKeySet(body: unknown): KeySet {
   return { byKid, all, fetchedAt: Date.now() };
 }
 
+/**
+ * node:http(s) rather than fetch (see httpRequest): fetch refuses the Fetch standard's "bad
+ * ports" (6000, 6665-6669, 10080, ...), where a token server may well listen. Redirects are not
+ * followed: the key source is the configured URL itself.
+ */
 async function fetchKeySet(url: string): Promise<KeySet> {
-  const res = await fetch(url, { signal: AbortSignal.timeout(FETCH_TIMEOUT_MS), headers: { accept: 'application/json' } });
-  if (!res.ok) {
-    await res.body?.cancel();
-    throw new Error(`JWKS endpoint answered ${res.status}`);
-  }
-  const text = await res.text();
-  if (text.length > MAX_JWKS_BYTES) throw new Error('JWKS is larger than 1 MiB');
-  return parseKeySet(JSON.parse(text));
+  const res = await httpRequest(url, { headers: { accept: 'application/json' }, timeoutMs: FETCH_TIMEOUT_MS, bodyLimit: MAX_JWKS_BYTES + 1 });
+  if (res.status < 200 || res.status >= 300) throw new Error(`JWKS endpoint answered ${res.status}`);
+  if (res.body.length > MAX_JWKS_BYTES) throw new Error('JWKS is larger than 1 MiB');
+  return parseKeySet(JSON.parse(res.body.toString('utf8')));
 }
 
 /**

@@ -244,6 +244,59 @@ describe('token verifier: JWKS URL', () => {
     }
   });
 
+  it('a token server on one of the Fetch standard\'s "bad ports" is reached (fetch would refuse it)', async ({ skip }) => {
+    // fetch() refuses these ports outright; a token server may well listen on one.
+    const other = http.createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ keys: [jwk] }));
+    });
+    let port: number | undefined;
+    for (const candidate of [6665, 6666, 6667, 6668, 6669, 6000, 6566, 10080]) {
+      const bound = await new Promise<boolean>((resolve) => {
+        other.once('error', () => resolve(false));
+        other.listen(candidate, '127.0.0.1', () => resolve(true));
+      });
+      if (bound) {
+        port = candidate;
+        break;
+      }
+    }
+    if (port === undefined) {
+      skip('no bad port free on 127.0.0.1');
+      return;
+    }
+    try {
+      await expect(fetch(`http://127.0.0.1:${port}/jwks.json`)).rejects.toThrow();
+      const v = createTokenVerifier({ ...BASE, jwksUrl: `http://127.0.0.1:${port}/jwks.json`, algorithms: ['RS256'] });
+      expect(await check(v, signToken(claims(), rsa.privateKey, 'RS256', { kid: 'key-1' }))).toEqual({ ok: true });
+    } finally {
+      other.closeAllConnections();
+      await new Promise((resolve) => other.close(resolve));
+    }
+  });
+
+  it('a redirecting or oversized JWKS is "unavailable", never followed or parsed', async () => {
+    const other = http.createServer((req, res) => {
+      if (req.url === '/moved') {
+        res.writeHead(302, { location: url }).end();
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ keys: [jwk], padding: 'x'.repeat(1 << 20) }));
+    });
+    await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
+    const base = `http://127.0.0.1:${(other.address() as AddressInfo).port}`;
+    try {
+      for (const path of ['/moved', '/big']) {
+        const v = createTokenVerifier({ ...BASE, jwksUrl: base + path, algorithms: ['RS256'] });
+        expect(await check(v, signToken(claims(), rsa.privateKey, 'RS256', { kid: 'key-1' })), path).toMatchObject({ ok: false, error: 'unavailable' });
+      }
+    } finally {
+      other.closeAllConnections();
+      await new Promise((resolve) => other.close(resolve));
+    }
+  });
+
   it('an unreachable JWKS is "unavailable" (the upstream then decides), never a pass', async () => {
     const v = createTokenVerifier({ ...BASE, jwksUrl: url, algorithms: ['RS256'] });
     up = false;
