@@ -59,3 +59,24 @@ export function withCache(signer: Signer, config: CacheConfig, onResult?: (resul
     ...(onResult ? { onResult } : {}),
   });
 }
+
+/**
+ * Refuses caches whose byte bounds could fill this process's V8 heap: `serve` runs with a 1 GiB
+ * old space on large hosts (see semi-space.ts), and a container's memory may give less, so caches
+ * sized for a bigger heap would end in an out-of-memory crash under load instead of an error at
+ * start. Half the limit is left to everything else (connections, requests in flight, code).
+ */
+export function assertCachesFitHeap(
+  config: { authorize: { cache: { ttl: number; maxBytes: number } }; cache: CacheConfig; signers: Readonly<Record<string, unknown>> },
+  heapLimitBytes: number = process.getBuiltinModule('node:v8').getHeapStatistics().heap_size_limit,
+): void {
+  const MiB = 2 ** 20;
+  const decisions = config.authorize.cache.ttl > 0 ? config.authorize.cache.maxBytes : 0;
+  const signerCount = 1 + Object.keys(config.signers ?? {}).length;
+  const urls = config.cache.enabled ? config.cache.maxBytes * signerCount : 0;
+  if (decisions + urls <= heapLimitBytes / 2) return;
+  const mib = (n: number) => `${Math.round(n / MiB)} MiB`;
+  configError(
+    `authorize.cache.maxBytes (${mib(decisions)}) and cache.maxBytes (${mib(config.cache.maxBytes)} for each of ${signerCount} signer${signerCount === 1 ? '' : 's'}) add up to ${mib(decisions + urls)}, more than half of this process's V8 heap limit (${mib(heapLimitBytes)}): full caches could exhaust the heap. Lower them, or raise the limit with NODE_OPTIONS=--max-old-space-size=<MiB>`,
+  );
+}

@@ -5,7 +5,7 @@ import { createOriginHandler, sharedHostWarning, type OriginHandler } from '../o
 import { isOriginSigner } from '../signers/origin.js';
 import { registryRedirect } from '../middleware.js';
 import type { Logger, Signer } from '../types.js';
-import { withCache } from './cache-config.js';
+import { assertCachesFitHeap, withCache } from './cache-config.js';
 import { answerClientError, connectionsCheckInterval } from './client-errors.js';
 import { applyMaxConnections } from './connection-limits.js';
 import type { ServerConfig } from './config.js';
@@ -85,8 +85,9 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
     withCache(signer, c.cache, metrics ? (result) => metrics.cacheResult(name, result) : undefined);
   // One middleware per configuration; a reload swaps it (see reload.ts).
   const hot = createHotMiddleware(
-    (c) =>
-      registryRedirect({
+    (c) => {
+      assertCachesFitHeap(c);
+      return registryRedirect({
         upstream: c.upstream,
         signer: cached('default', c.signer, c),
         signers: c.signers && Object.fromEntries(Object.entries(c.signers).map(([name, s]) => [name, cached(name, s, c)])),
@@ -104,7 +105,8 @@ export async function startServer(config: ServerConfig, logger: Logger, options:
         limits: { maxPendingAuthorizations: c.limits.maxPendingAuthorizations, maxUploadsPerClient: c.limits.maxUploadsPerClient, upstreamSockets: c.limits.upstreamSockets },
         push: c.push,
         logger,
-      }),
+      });
+    },
     config,
     logger,
   );

@@ -10,12 +10,15 @@ import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.j
 import { childrenOf } from '../support/child.js';
 import { request, waitFor } from '../support/http.js';
 import { freePort } from '../support/ports.js';
-import { SEMI_SPACE_MIB } from '../../src/server/semi-space.js';
+import { OLD_SPACE_MIB, SEMI_SPACE_MIB } from '../../src/server/semi-space.js';
 
 const CLI = new URL('../../dist/server/cli.js', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'rr-semi-'));
 const children: ChildProcess[] = [];
-const FLAG = `--max-semi-space-size=${SEMI_SPACE_MIB}`;
+/** The old-space flag is added only where Node's own heap limit is larger (it is on hosts with 4+ GiB). */
+const nodeHeapLimitMiB = Number(execFileSync(process.execPath, ['-p', 'require("node:v8").getHeapStatistics().heap_size_limit / 2 ** 20'], { env: { ...process.env, NODE_OPTIONS: '' }, encoding: 'utf8' }));
+const OLD = nodeHeapLimitMiB > OLD_SPACE_MIB + 3 * SEMI_SPACE_MIB ? [`--max-old-space-size=${OLD_SPACE_MIB}`] : [];
+const FLAGS = [`--max-semi-space-size=${SEMI_SPACE_MIB}`, ...OLD];
 
 let upstream: FakeUpstream;
 beforeAll(async () => {
@@ -70,7 +73,7 @@ function canUnshare(): boolean {
 describe.skipIf(process.platform !== 'linux')('serve: V8 young-generation cap', () => {
   it('runs with the flag in the same process (same pid), prints no warning, and SIGTERM still stops it gracefully', async () => {
     const s = await serve();
-    expect(nodeFlags(s.pid)).toEqual([FLAG]);
+    expect(nodeFlags(s.pid)).toEqual(FLAGS);
     expect(cmdline(s.pid).slice(-3)).toEqual(['serve', '--config', expect.stringMatching(/proxy-\d+\.yaml$/)]);
     // The re-exec'd process is the one serving: its log line names the listener.
     await waitFor(async () => s.stdout().includes('registry-redirect listening'), { timeoutMs: 10_000, label: 'listening line', describe: s.stdout });
@@ -93,13 +96,15 @@ describe.skipIf(process.platform !== 'linux')('serve: V8 young-generation cap', 
     expect(['SIGINT', 0]).toContain(how);
   });
 
-  it("leaves the user's own value alone: NODE_OPTIONS (no re-exec) or node's command line", async () => {
+  it("leaves the user's own values alone: NODE_OPTIONS (no re-exec) or node's command line", async () => {
+    const both = await serve({ env: { NODE_OPTIONS: '--max-semi-space-size=8 --max-old-space-size=2048' } });
+    expect(nodeFlags(both.pid)).toEqual([]);
     const viaEnv = await serve({ env: { NODE_OPTIONS: '--max-semi-space-size=8' } });
-    expect(nodeFlags(viaEnv.pid)).toEqual([]);
+    expect(nodeFlags(viaEnv.pid)).toEqual(OLD);
     expect(readFileSync(`/proc/${viaEnv.pid}/environ`, 'utf8').split('\0')).toContain('NODE_OPTIONS=--max-semi-space-size=8');
     const viaArgs = await serve({ nodeArgs: ['--max-semi-space-size=4'] });
-    expect(nodeFlags(viaArgs.pid)).toEqual(['--max-semi-space-size=4']);
-    for (const s of [viaEnv, viaArgs]) {
+    expect(nodeFlags(viaArgs.pid)).toEqual([...OLD, '--max-semi-space-size=4']);
+    for (const s of [both, viaEnv, viaArgs]) {
       s.child.kill('SIGTERM');
       expect((await s.exited).code).toBe(0);
     }
@@ -107,10 +112,10 @@ describe.skipIf(process.platform !== 'linux')('serve: V8 young-generation cap', 
 
   it('--workers 2: the primary re-execs once and every worker inherits the flag; SIGTERM stops all', async () => {
     const s = await serve({ workers: 2 });
-    expect(nodeFlags(s.pid)).toEqual([FLAG]);
+    expect(nodeFlags(s.pid)).toEqual(FLAGS);
     const workers = childrenOf(s.pid);
     expect(workers).toHaveLength(2);
-    for (const w of workers) expect(nodeFlags(w)).toEqual([FLAG]);
+    for (const w of workers) expect(nodeFlags(w)).toEqual(FLAGS);
     for (let i = 0; i < 4; i++) expect((await request(`${s.url}/healthz`)).status).toBe(200);
     s.child.kill('SIGTERM');
     expect((await s.exited).code).toBe(0);
@@ -131,7 +136,7 @@ describe.skipIf(process.platform !== 'linux')('serve: V8 young-generation cap', 
     await waitFor(async () => (await request(`http://127.0.0.1:${port}/healthz`, { timeoutMs: 500 }).catch(() => undefined))?.status === 200, { timeoutMs: 20_000, label: 'serve as PID 1', describe: () => out });
     const [pid] = childrenOf(wrapper.pid!);
     expect(readFileSync(`/proc/${pid}/status`, 'utf8')).toMatch(/^NSpid:\s+\d+\s+1$/m);
-    expect(nodeFlags(pid!)).toEqual([FLAG]);
+    expect(nodeFlags(pid!)).toEqual(FLAGS);
     process.kill(pid!, 'SIGTERM');
     expect(await exited).toBe(0);
     expect(out).toContain('"signal":"SIGTERM"');
