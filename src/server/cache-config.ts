@@ -72,7 +72,7 @@ export function assertCachesFitHeap(
 ): void {
   const MiB = 2 ** 20;
   const decisions = config.authorize.cache.ttl > 0 ? config.authorize.cache.maxBytes : 0;
-  const signerCount = 1 + Object.keys(config.signers ?? {}).length;
+  const signerCount = 1 + Object.keys(config.signers).length;
   const urls = config.cache.enabled ? config.cache.maxBytes * signerCount : 0;
   if (decisions + urls <= heapLimitBytes / 2) return;
   const mib = (n: number) => `${Math.round(n / MiB)} MiB`;

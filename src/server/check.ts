@@ -13,10 +13,7 @@ import { closeNow, listenOn } from './observability.js';
 import { loadConfig, type ServerConfig } from './config.js';
 import { preflightSigner } from './preflight.js';
 import { probeWriteEndpoint } from './push-config.js';
-
-// process.getBuiltinModule rather than `import`: Node's ES module wrapper of node:http reads
-// every export, and its lazy ones load undici (~20 ms of every start).
-const { createServer } = process.getBuiltinModule('node:http');
+import { createServer } from './node-http.js';
 
 export const CHECK_USAGE = `Usage: registry-redirect check --config FILE.yaml [--repository R --digest D] [--size N] [--creds USER:PASS] [--registry-host NAME]
 

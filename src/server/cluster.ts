@@ -8,10 +8,7 @@ import type { PrometheusMetrics } from '../metrics.js';
 import type { Logger } from '../types.js';
 import type { ServerConfig } from './config.js';
 import { listenOn } from './observability.js';
-
-// process.getBuiltinModule rather than `import`: Node's ES module wrapper of node:http reads
-// every export, and its lazy ones load undici (~20 ms of every start).
-const { createServer } = process.getBuiltinModule('node:http');
+import { createServer } from './node-http.js';
 
 /** Most workers `serve --workers` starts. */
 export const MAX_WORKERS = 64;

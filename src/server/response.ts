@@ -1,8 +1,5 @@
 import type http from 'node:http';
-
-// process.getBuiltinModule rather than `import`: Node's ES module wrapper of node:http reads
-// every export, and its lazy ones load undici (~20 ms of every start).
-const { ServerResponse } = process.getBuiltinModule('node:http');
+import { ServerResponse } from './node-http.js';
 
 /**
  * The response class of the server's HTTP/1.1 listeners. Node emits `'close'` exactly once per

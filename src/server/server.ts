@@ -16,10 +16,7 @@ import { createReadinessHandler } from './readiness.js';
 import { ServedResponse } from './response.js';
 import { createConfigReloader, createHotMiddleware, type ReloadResult } from './reload.js';
 import { createListener, createTlsReloader, type TlsReloadResult } from './tls.js';
-
-// process.getBuiltinModule rather than `import`: Node's ES module wrapper of node:http reads
-// every export, and its lazy ones load undici (~20 ms of every start).
-const { createServer } = process.getBuiltinModule('node:http');
+import { createServer } from './node-http.js';
 
 const HEALTH_BODY = '{"status":"ok"}';
 

@@ -10,11 +10,11 @@ import { RegistryRedirectError } from '../errors.js';
 import { zod } from '../lazy.js';
 import { errorForLog } from '../log.js';
 import type { Logger, UpstreamTlsOptions } from '../types.js';
-
-// node:http, node:http2 and node:tls are taken with process.getBuiltinModule where they are used:
-// a plain-HTTP server never loads the TLS ones, and Node's ES module wrapper of node:http (an
-// `import`) reads every export, whose lazy ones load undici (~20 ms of every start).
+import { createServer } from './node-http.js';
 import { parseConfigPart } from './validate.js';
+
+// node:http2 and node:tls are taken with process.getBuiltinModule where they are used: a
+// plain-HTTP server never loads them (node:http: see node-http.ts).
 
 // The same zod instance as the signers' and rollout schemas (lazy.ts): a static import would load
 // zod's ESM build next to the CommonJS one that `require` gets, twice the start-up cost.
@@ -288,7 +288,7 @@ export function createListener(
   handler: (req: IncomingMessage, res: ServerResponse) => void,
 ): Listener {
   if (!tlsConfig) {
-    const server = process.getBuiltinModule('node:http').createServer(options, handler);
+    const server = createServer(options, handler);
     return { server, connections: { closeIdle: () => server.closeIdleConnections(), closeAll: () => server.closeAllConnections() } };
   }
   const material = loadTlsMaterial(tlsConfig);
