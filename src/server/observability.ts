@@ -7,10 +7,7 @@ import type { PrometheusMetrics } from '../metrics.js';
 import { pathForLog } from '../proxy.js';
 import { ServedResponse } from './response.js';
 import type { Logger } from '../types.js';
-
-// process.getBuiltinModule rather than `import`: Node's ES module wrapper of node:http reads
-// every export, and its lazy ones load undici (~20 ms of every start).
-const { createServer } = process.getBuiltinModule('node:http');
+import { createServer } from './node-http.js';
 
 /** Binds `server` to `listen` (with `backlog`, else Node's default) and returns its `http://host:port`. */
 export async function listenOn(server: Server, listen: { host: string; port: number }, backlog?: number): Promise<string> {
@@ -104,6 +101,21 @@ interface AccessLine {
   aborted: boolean;
   /** `/healthz` or `/readyz` exactly, as the server answers them. */
   probe: boolean;
+}
+
+/** The access line of a response that has closed (HTTP/1.1 or HTTP/2 compatibility response). */
+function accessLine(req: IncomingMessage, res: ServerResponse, id: string, startedAt: number): AccessLine {
+  return {
+    id,
+    method: req.method,
+    path: pathForLog(req.url),
+    remoteAddress: req.socket?.remoteAddress,
+    userAgent: req.headers['user-agent'],
+    statusCode: res.statusCode,
+    responseTime: Date.now() - startedAt,
+    aborted: req.readableAborted || !res.writableEnded,
+    probe: req.url === '/healthz' || req.url === '/readyz',
+  };
 }
 
 type PinoInternals = Record<symbol, unknown>;
@@ -292,18 +304,7 @@ export function accessLog(logger: Logger): AccessLog | undefined {
       super.settle();
       if (!this.logged) {
         this.logged = true;
-        const req = this.req;
-        write({
-          id: this.requestId,
-          method: req.method,
-          path: pathForLog(req.url),
-          remoteAddress: req.socket.remoteAddress,
-          userAgent: req.headers['user-agent'],
-          statusCode: this.statusCode,
-          responseTime: Date.now() - this.startedAt,
-          aborted: req.readableAborted || !this.writableEnded,
-          probe: req.url === '/healthz' || req.url === '/readyz',
-        });
+        write(accessLine(this.req, this, this.requestId, this.startedAt));
       }
     }
   }
@@ -314,19 +315,7 @@ export function accessLog(logger: Logger): AccessLog | undefined {
     const id = typeof given === 'string' && REQUEST_ID.test(given) ? given : nextRequestId();
     (req as IncomingMessage & { id?: string }).id = id;
     res.setHeader('X-Request-Id', id);
-    res.once('close', () => {
-      write({
-        id,
-        method: req.method,
-        path: pathForLog(req.url),
-        remoteAddress: req.socket?.remoteAddress,
-        userAgent: req.headers['user-agent'],
-        statusCode: res.statusCode,
-        responseTime: Date.now() - startedAt,
-        aborted: req.readableAborted || !res.writableEnded,
-        probe: req.url === '/healthz' || req.url === '/readyz',
-      });
-    });
+    res.once('close', () => write(accessLine(req, res, id, startedAt)));
   };
 
   return { ServerResponse: LoggedResponse as typeof ServerResponse, logRequest, flush };
