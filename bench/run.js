@@ -45,7 +45,7 @@ const { values } = parseArgs({
 
 const mode = values.smoke ? 'smoke' : values.quick ? 'quick' : 'full';
 const PRESETS = {
-  full: { rounds: 5, seconds: 3, imageMiB: 100, uploadMiB: 64, uploads: 3, signerTime: 400, memoryDigests: 1_000_000, memoryHttpDigests: 1_000_000, memoryHttpSeconds: 240 },
+  full: { rounds: 5, seconds: 3, imageMiB: 100, uploadMiB: 64, uploads: 5, signerTime: 400, memoryDigests: 1_000_000, memoryHttpDigests: 1_000_000, memoryHttpSeconds: 240 },
   quick: { rounds: 2, seconds: 1, imageMiB: 24, uploadMiB: 16, uploads: 1, signerTime: 50, memoryDigests: 100_000, memoryHttpDigests: 40_000, memoryHttpSeconds: 8 },
   smoke: { rounds: 1, seconds: 1, imageMiB: 4, uploadMiB: 4, uploads: 1, signerTime: 30, memoryDigests: 20_000, memoryHttpDigests: 2_000, memoryHttpSeconds: 2 },
 };
