@@ -133,6 +133,28 @@ describe('access log (pino-http format, written directly)', () => {
     expect(s.lines).toHaveLength(1);
   });
 
+  it('a waiting line keeps the time its response closed, not the time it is written', async () => {
+    let clock = 1_000;
+    const s = await serve(
+      (_req, res) => {
+        res.writeHead(204);
+        res.end();
+      },
+      { timestamp: () => `,"time":${clock}` },
+    );
+    server = s.server;
+    await fetch(`${s.url}/v2/first`);
+    clock = 2_000;
+    await fetch(`${s.url}/v2/second`);
+    clock = 3_000;
+    s.log.flush();
+    await until(() => s.lines.length === 2);
+    expect(s.lines.map((l) => [(l.req as { path: string }).path, l.time])).toEqual([
+      ['/v2/first', 1_000],
+      ['/v2/second', 2_000],
+    ]);
+  });
+
   it('log.format pretty: lines batched in one write are each prettified', async () => {
     let text = '';
     const sink = new Writable({
