@@ -135,8 +135,11 @@ describe('access log (pino-http format, written directly)', () => {
 
   it('a waiting line keeps the time its response closed, not the time it is written', async () => {
     let clock = 1_000;
+    let closed = 0;
     const s = await serve(
       (_req, res) => {
+        // A 'close' listener runs after the line was taken (the response class takes it first).
+        res.on('close', () => closed++);
         res.writeHead(204);
         res.end();
       },
@@ -144,8 +147,10 @@ describe('access log (pino-http format, written directly)', () => {
     );
     server = s.server;
     await fetch(`${s.url}/v2/first`);
+    await until(() => closed === 1);
     clock = 2_000;
     await fetch(`${s.url}/v2/second`);
+    await until(() => closed === 2);
     clock = 3_000;
     s.log.flush();
     await until(() => s.lines.length === 2);
