@@ -233,7 +233,7 @@ export async function run(ctx) {
         baseline: `body ${bigMiB} MiB`,
         value: freshGrowth / MiB,
         unit: 'MiB',
-        note: "no target of its own (4d is the issue's): the body chunks (one 64 KiB buffer per socket read) are freed at V8's next major GC, so a process that has not uploaded yet grows by what waits for it; the memory is reused by later uploads (4d)",
+        note: "no target of its own (4d carries the bound): the body chunks (one 64 KiB buffer per socket read) are freed at V8's next major GC, so a process that has not uploaded yet grows by what waits for it; the memory is reused by later uploads (4d)",
       },
     ],
     details: { manifests: summarize(s), uploads: { mib: ctx.uploadMiB, directSeconds: direct, proxySeconds: proxied, nginxSeconds: viaNginx, proxyCpuSeconds: proxyCpu, nginxCpuSeconds: nginxCpu, proxyRssBase: rssBase, proxyRssGrowthBytes: rssGrowth, bigMiB, bigSeconds, bigRssGrowthBytes: bigGrowth, freshSeconds, freshRssBefore: freshBefore, freshRssGrowthBytes: freshGrowth, freshRssAfter: freshAfter } },
