@@ -46,6 +46,13 @@ export interface Signer {
    */
   objectKey?(request: SignRequest): string;
   /**
+   * The signed-URL cache's key: equal for two requests exactly when `sign` would sign the same
+   * object. Optional; the cache uses `objectKey` without it. The built-in signers return the
+   * digest with the default layout (where the object key depends on the digest alone), which is
+   * cheaper to look up than the object key.
+   */
+  cacheKey?(request: SignRequest): string;
+  /**
    * Resolve credentials now (default credential chains, key files) so a misconfiguration fails at
    * startup with a message naming the config key, not on the first pull. Optional.
    */

@@ -83,7 +83,7 @@ export function azureSigner(options: AzureSignerOptions): Signer {
     fail(`signer.azure.endpoint: protocol ${endpoint.protocol} is not supported; write an https:// URL`);
   }
   const expiryMs = signerExpiry(options.expiry, SEVEN_DAYS_MS, 'a SAS signed with a user delegation key');
-  const { keyOf, objectKey } = layoutOf(options);
+  const { keyOf, objectKey, cacheKey } = layoutOf(options);
   // A plain-http endpoint (Azurite, a private gateway) needs SAS that allow http; real Azure: https only.
   const protocol = endpoint.protocol === 'https:' ? SASProtocol.Https : SASProtocol.HttpsAndHttp;
   const containerUrl = `${endpointText}/${container}/`;
@@ -113,6 +113,7 @@ export function azureSigner(options: AzureSignerOptions): Signer {
     return {
       name: 'azure',
       objectKey,
+      cacheKey,
       sign(request: SignRequest): SignedUrl {
         const key = keyOf(request.repository, request.digest);
         const now = Date.now();
@@ -153,6 +154,7 @@ export function azureSigner(options: AzureSignerOptions): Signer {
   return {
     name: 'azure',
     objectKey,
+    cacheKey,
     sign(request: SignRequest): SignedUrl | Promise<SignedUrl> {
       const now = Date.now();
       const key = delegationKey(now);

@@ -51,7 +51,7 @@ interface Entry {
  * Wraps a signer with a bounded LRU of signed URLs. Blobs are content-addressed and immutable, so
  * a URL signed for an object stays right until it expires: it is reused until less than
  * `refreshFraction` of its lifetime (and never less than `minRemainingMs`) remains. Entries are
- * keyed by the signer's object key (`signer.objectKey`, else repository + digest); concurrent
+ * keyed by the signer's `cacheKey` (else its `objectKey`, else repository + digest); concurrent
  * misses for one key share a single signing.
  *
  * @example
@@ -78,7 +78,11 @@ export function cachedSigner(signer: Signer, options: CachedSignerOptions = {}):
   // Bounded by count and by bytes: signed URLs differ in length by signer (300 to 1,200 characters).
   const cache = new LRUCache<string, Entry>({ max: maxEntries, maxSize: maxBytes, sizeCalculation: (entry, key) => urlEntryBytes(key, entry.signed.url) });
   const inFlight = new Map<string, Promise<SignedUrl>>();
-  const keyOf = signer.objectKey ? signer.objectKey.bind(signer) : (r: SignRequest) => `${r.repository}\u0000${r.digest}`;
+  const keyOf = signer.cacheKey
+    ? signer.cacheKey.bind(signer)
+    : signer.objectKey
+      ? signer.objectKey.bind(signer)
+      : (r: SignRequest) => `${r.repository}\u0000${r.digest}`;
 
   function remember(key: string, signed: SignedUrl, signedAt: number): void {
     if (typeof signed?.url !== 'string' || !Number.isFinite(signed.expiresAt)) return;
@@ -114,6 +118,7 @@ export function cachedSigner(signer: Signer, options: CachedSignerOptions = {}):
   return {
     name: signer.name,
     objectKey: signer.objectKey?.bind(signer),
+    cacheKey: signer.cacheKey?.bind(signer),
     sign(request: SignRequest): SignedUrl | Promise<SignedUrl> {
       const key = keyOf(request);
       const entry = cache.get(key);

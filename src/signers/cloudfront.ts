@@ -72,11 +72,12 @@ export function cloudfrontSigner(options: CloudFrontSignerOptions): Signer {
   const privateKey = privateKeyOf(options);
   const expiryMs = signerExpiry(options.expiry, SEVEN_DAYS_MS, 'a blob URL signed by this package');
   const now = options.now ?? Date.now;
-  const { keyOf, objectKey } = layoutOf(options);
+  const { keyOf, objectKey, cacheKey } = layoutOf(options);
 
   return {
     name: 'cloudfront',
     objectKey,
+    cacheKey,
     sign(request: SignRequest): SignedUrl {
       // Canned policies carry whole epoch seconds.
       const expiresAt = Math.floor((now() + expiryMs) / 1_000) * 1_000;

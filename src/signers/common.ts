@@ -93,8 +93,15 @@ export function requireOptions(options: unknown, factory: string): void {
   if (options === null || typeof options !== 'object') configError(`${factory}(options): options must be an object`);
 }
 
-/** The layout of a signer: its key function, and the `objectKey` method signers expose to the cache. */
-export function layoutOf(options: LayoutOptions): { keyOf: LayoutFn; objectKey: (request: SignRequest) => string } {
+/**
+ * The layout of a signer: its key function, and the `objectKey` and `cacheKey` methods signers
+ * expose. The default layout's object key is a function of the digest alone, so the digest names
+ * the object exactly and the signed-URL cache keys by it: building and hashing the ~110-character
+ * object key on every cache hit costs about 0.7 µs of a 17 µs redirect (bench scenario 1).
+ */
+export function layoutOf(options: LayoutOptions): { keyOf: LayoutFn; objectKey: (request: SignRequest) => string; cacheKey: (request: SignRequest) => string } {
   const keyOf = resolveLayout(options.layout, options.rootDirectory);
-  return { keyOf, objectKey: (request) => keyOf(request.repository, request.digest) };
+  const objectKey = (request: SignRequest): string => keyOf(request.repository, request.digest);
+  const byDigest = options.layout === undefined || options.layout === 'distribution';
+  return { keyOf, objectKey, cacheKey: byDigest ? (request) => request.digest : objectKey };
 }

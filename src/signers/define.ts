@@ -24,7 +24,7 @@ export function defineSigner<S extends Signer>(signer: S): S {
     configError(`defineSigner: name ${JSON.stringify(signer.name)} must be 1-64 letters, digits, dots, underscores or hyphens (it labels logs and metrics), e.g. "my-cdn"`);
   }
   if (typeof signer.sign !== 'function') configError(`defineSigner: signer "${signer.name}" needs a sign({ repository, digest, method, size }) function returning { url, expiresAt }`);
-  for (const method of ['objectKey', 'ready', 'close'] as const) {
+  for (const method of ['objectKey', 'cacheKey', 'ready', 'close'] as const) {
     if (signer[method] !== undefined && typeof signer[method] !== 'function') {
       configError(`defineSigner: signer "${signer.name}": ${method} must be a function when set`);
     }

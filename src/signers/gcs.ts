@@ -131,7 +131,7 @@ export function gcsSigner(options: GcsSignerOptions): Signer {
   const expiryMs = signerExpiry(options.expiry, SEVEN_DAYS_MS, 'a GCS V4 signed URL');
   const expirySeconds = Math.floor(expiryMs / 1_000);
   const now = options.now ?? Date.now;
-  const { keyOf, objectKey } = layoutOf(options);
+  const { keyOf, objectKey, cacheKey } = layoutOf(options);
 
   const storageOptions: StorageOptions = { apiEndpoint: endpoint, ...(credentials ? { credentials } : {}) };
   const storage = withoutCredentialsWarning(() => new Storage(storageOptions));
@@ -158,6 +158,7 @@ export function gcsSigner(options: GcsSignerOptions): Signer {
   return {
     name: 'gcs',
     objectKey,
+    cacheKey,
     sign,
     async ready(): Promise<void> {
       let email: string | undefined;

@@ -217,12 +217,13 @@ const escapeQuery = (s: string): string => encodeURIComponent(s).replace(/%3D/g,
  */
 export function hmacSigner(options: HmacSignerOptions): Signer {
   const scheme = compileScheme(options, 'hmacSigner');
-  const { keyOf, objectKey } = layoutOf(options);
+  const { keyOf, objectKey, cacheKey } = layoutOf(options);
   const expirySeconds = Math.floor(scheme.expiryMs / 1_000);
 
   return {
     name: 'hmac',
     objectKey,
+    cacheKey,
     sign(request: SignRequest): SignedUrl {
       const encodedKey = encodeKeyPath(keyOf(request.repository, request.digest));
       const issued = Math.floor(scheme.now() / 1_000);

@@ -144,7 +144,7 @@ export function originSigner(options: OriginSignerOptions): OriginSigner {
     verifier: hmacTokenVerifier(scheme),
     secretHeader,
   };
-  return { name: 'origin', objectKey: signer.objectKey!, sign: signer.sign, origin };
+  return { name: 'origin', objectKey: signer.objectKey!, cacheKey: signer.cacheKey!, sign: signer.sign, origin };
 }
 
 /** True when `signer` serves its own blobs (origin mode). */

@@ -86,7 +86,7 @@ export function s3Signer(options: S3SignerOptions): Signer {
   const expiryMs = signerExpiry(options.expiry, SEVEN_DAYS_MS, 'an S3 presigned URL (SigV4)');
   const expiresIn = Math.floor(expiryMs / 1_000);
   const now = options.now ?? Date.now;
-  const { keyOf, objectKey } = layoutOf(options);
+  const { keyOf, objectKey, cacheKey } = layoutOf(options);
 
   const client = new S3Client({
     region,
@@ -161,6 +161,7 @@ export function s3Signer(options: S3SignerOptions): Signer {
   return {
     name: 's3',
     objectKey,
+    cacheKey,
     sign,
     async ready(): Promise<void> {
       try {

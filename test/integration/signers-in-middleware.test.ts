@@ -70,6 +70,7 @@ describe('defineSigner', () => {
     [{ name: 'has space', sign: () => ({ url: 'x', expiresAt: 0 }) }, /defineSigner: name "has space"/],
     [{ name: 'x' }, /defineSigner: signer "x" needs a sign\(/],
     [{ name: 'x', sign: () => ({ url: 'x', expiresAt: 0 }), close: 'no' }, /defineSigner: signer "x": close must be a function/],
+    [{ name: 'x', sign: () => ({ url: 'x', expiresAt: 0 }), cacheKey: 'digest' }, /defineSigner: signer "x": cacheKey must be a function/],
   ])('rejects a malformed signer at construction: %j', (signer, message) => {
     expect(() => defineSigner(signer as never)).toThrow(message);
   });

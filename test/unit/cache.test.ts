@@ -111,6 +111,27 @@ describe('cachedSigner: hit, miss, refresh on a fake clock', () => {
     expect(calls.map((c) => c.repository)).toEqual(['team/a', 'team/b']);
   });
 
+  it('keys by cacheKey when the signer has one, before objectKey', () => {
+    const calls: SignRequest[] = [];
+    const signer = cachedSigner({
+      name: 'k',
+      objectKey: (r) => `${r.repository}/${r.digest}`,
+      cacheKey: (r) => r.digest,
+      sign: (r) => (calls.push(r), { url: `https://s/${r.digest}`, expiresAt: Date.now() + 20 * MIN }),
+    });
+    signer.sign(req(1, 'team/a'));
+    signer.sign(req(1, 'team/b'));
+    signer.sign(req(2, 'team/a'));
+    expect(calls.map((c) => `${c.repository} ${c.digest.slice(-1)}`)).toEqual(['team/a 1', 'team/a 2']);
+  });
+
+  it('a real signer with the default layout signs a digest once across repositories', () => {
+    const signer = cachedSigner(hmacSigner({ preset: 'cloudflare', baseUrl: 'https://cdn.example.com', key: 'k' }));
+    const a = signer.sign(req(1, 'team/a')) as SignedUrl;
+    expect(signer.sign(req(1, 'team/b'))).toBe(a);
+    expect((signer.sign(req(2, 'team/a')) as SignedUrl).url).not.toBe(a.url);
+  });
+
   it('a real signer with the oci-per-repo layout keeps repositories apart', () => {
     const signer = cachedSigner(hmacSigner({ preset: 'cloudflare', baseUrl: 'https://cdn.example.com', key: 'k', layout: 'oci-per-repo' }));
     const a = signer.sign(req(1, 'team/a')) as SignedUrl;
@@ -213,17 +234,19 @@ describe('cachedSigner: concurrency and failures', () => {
     expect(signer.sign(req())).toMatchObject({ url: 'https://s/x' });
   });
 
-  it('forwards name, objectKey, ready and close', async () => {
+  it('forwards name, objectKey, cacheKey, ready and close', async () => {
     const seen: string[] = [];
     const signer = cachedSigner({
       name: 'x',
       objectKey: () => 'k',
+      cacheKey: () => 'c',
       sign: () => ({ url: 'https://s/x', expiresAt: Date.now() + 20 * MIN }),
       ready: async () => void seen.push('ready'),
       close: () => void seen.push('close'),
     });
     expect(signer.name).toBe('x');
     expect(signer.objectKey!(req())).toBe('k');
+    expect(signer.cacheKey!(req())).toBe('c');
     await signer.ready!();
     await signer.close!();
     expect(seen).toEqual(['ready', 'close']);

@@ -40,4 +40,27 @@ describe.each(SIGNERS)('%s signer layouts', (_name, make, prefix) => {
     expect(url.startsWith(`${prefix}${key256}?`)).toBe(true);
     await signer.close?.();
   });
+
+  // The signed-URL cache keys by cacheKey: two requests may share one only when they name one object.
+  it.each(LAYOUTS)('%s: cacheKey is equal exactly when the object key is', (_layout, options) => {
+    const signer = make(options);
+    const requests = [req, req512, { ...req, repository: 'team/app' }, { ...req512, repository: 'library/alpine' }, { ...req, digest: `sha256:${'0e'.repeat(32)}` }];
+    for (const a of requests) {
+      for (const b of requests) expect(signer.cacheKey!(a) === signer.cacheKey!(b)).toBe(signer.objectKey!(a) === signer.objectKey!(b));
+    }
+  });
+});
+
+describe('cacheKey of the layouts', () => {
+  it('is the digest with the default layout, where the object key depends on the digest alone', () => {
+    expect(hmacSigner({ baseUrl: 'https://cdn.example.com', key: 'k', preset: 'cloudflare' }).cacheKey!(req)).toBe(req.digest);
+    expect(hmacSigner({ baseUrl: 'https://cdn.example.com', key: 'k', preset: 'cloudflare', rootDirectory: 'r' }).cacheKey!(req)).toBe(req.digest);
+  });
+
+  it('is the object key with a per-repository or custom layout', () => {
+    const perRepo = hmacSigner({ baseUrl: 'https://cdn.example.com', key: 'k', preset: 'cloudflare', layout: 'oci-per-repo' });
+    expect(perRepo.cacheKey!(req)).toBe(`library/alpine/blobs/sha256/${HEX}`);
+    const custom = hmacSigner({ baseUrl: 'https://cdn.example.com', key: 'k', preset: 'cloudflare', layout: (repository, digest) => `${repository}/${digest}` });
+    expect(custom.cacheKey!(req)).toBe(`library/alpine/sha256:${HEX}`);
+  });
 });
