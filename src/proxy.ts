@@ -4,6 +4,7 @@ import { sendOciError } from './errors.js';
 import { applyForwardedFields, type ForwardedHeaders } from './forwarded.js';
 import { createSlotQueue } from './limits.js';
 import { errorForLog } from './log.js';
+import { readBufferValve } from './read-buffers.js';
 import { upstreamFailureDetail } from './upstream-tls.js';
 import type { Logger } from './types.js';
 
@@ -213,6 +214,8 @@ export function createPassThrough(opts: PassThroughOptions): PassThrough {
         });
         req.on('error', () => upstreamReq.destroy());
         req.pipe(upstreamReq);
+        const valve = readBufferValve();
+        if (valve) req.on('data', valve);
       } else {
         upstreamReq.end();
       }

@@ -4,6 +4,7 @@ import { prometheusMetrics, type PrometheusMetrics } from '../metrics.js';
 import { createOriginHandler, sharedHostWarning, type OriginHandler } from '../origin/server.js';
 import { isOriginSigner } from '../signers/origin.js';
 import { registryRedirect } from '../middleware.js';
+import { installReadBufferValve } from '../read-buffers.js';
 import type { Logger, Signer } from '../types.js';
 import { assertCachesFitHeap, withCache } from './cache-config.js';
 import { answerClientError, connectionsCheckInterval } from './client-errors.js';
@@ -62,6 +63,9 @@ export interface StartServerOptions {
  * app) with `/healthz` answered locally, never touching the upstream.
  */
 export async function startServer(config: ServerConfig, logger: Logger, options: StartServerOptions = {}): Promise<RunningServer> {
+  // Upload bodies' dead read buffers are collected every few MiB instead of near V8's 64 MiB
+  // external-memory limit (see read-buffers.ts).
+  if (!installReadBufferValve()) logger.debug({}, 'V8 refused --expose-gc: upload read buffers are collected at V8\'s own pace');
   const metrics = config.metrics ? prometheusMetrics({ defaultMetrics: config.metrics.defaultMetrics }) : undefined;
   // Credentials from default chains (AWS, Google ADC) resolve now: a missing one stops startup.
   await Promise.all([config.signer, ...Object.values(config.signers ?? {})].map((s) => s.ready?.()));
