@@ -2,11 +2,13 @@
  * Node reads every request body into a new 64 KiB buffer per socket read, and a buffer is freed
  * only when a GC finds it dead. V8 counts these buffers as external memory and starts a GC for
  * them only near its 64 MiB external-memory limit, so during a large upload the dead read buffers
- * of the last ~64 MiB of body pile up: one 256 MiB upload grew `serve` by 64-72 MiB of RSS (bench
+ * of the last ~64 MiB of body pile up: one 256 MiB upload grew `serve` by 49-74 MiB of RSS (bench
  * rows 4d and 4i; glibc keeps the freed pages for the next upload). The valve below collects them
  * earlier: every `checkEvery` bytes of request body, when the process's ArrayBuffers hold more
  * than `above` bytes, a minor GC. The buffers are young (little else is allocated while a body
- * streams), so a scavenge frees them; it costs about half a millisecond.
+ * streams), so a scavenge frees them. A scavenge alone takes about half a millisecond, but one
+ * that lands during V8's incremental marking finishes the whole mark-compact (6-17 ms): uploads
+ * lose 3-8% of their throughput for the bound (docs/performance.md, "The read-buffer valve").
  *
  * Only `serve` installs it ({@link installReadBufferValve}): a GC is the whole process's business,
  * and an application embedding the middleware keeps V8's own timing.
