@@ -15,13 +15,21 @@ function splitDigest(digest: string): [string, string] {
 }
 
 /**
+ * Whether a layout's object key depends on the digest alone (`distribution`, the default): then
+ * the digest names the object exactly, across repositories.
+ */
+export function isDigestAddressed(layout: BlobLayout | undefined): boolean {
+  return layout === undefined || layout === 'distribution';
+}
+
+/**
  * Builds the key function for a layout once, at construction. Digests reaching it are already
  * validated (`sha256`/`sha512`, lowercase hex), so no path traversal can come from them.
  */
 export function resolveLayout(layout: BlobLayout | undefined, rootDirectory?: string): LayoutFn {
   const root = normalizeRoot(rootDirectory);
   const prefix = root ? `${root}/` : '';
-  if (layout === undefined || layout === 'distribution') {
+  if (isDigestAddressed(layout)) {
     return (_repository, digest) => {
       const [alg, hex] = splitDigest(digest);
       return `${prefix}docker/registry/v2/blobs/${alg}/${hex.slice(0, 2)}/${hex}/data`;

@@ -1,6 +1,6 @@
 import { parseDuration } from '../duration.js';
 import { configError } from '../errors.js';
-import { resolveLayout, type LayoutFn } from '../layouts.js';
+import { isDigestAddressed, resolveLayout, type LayoutFn } from '../layouts.js';
 import type { BlobLayout, SignRequest } from '../types.js';
 
 /** Default lifetime of a signed URL: 20 minutes. */
@@ -102,6 +102,5 @@ export function requireOptions(options: unknown, factory: string): void {
 export function layoutOf(options: LayoutOptions): { keyOf: LayoutFn; objectKey: (request: SignRequest) => string; cacheKey: (request: SignRequest) => string } {
   const keyOf = resolveLayout(options.layout, options.rootDirectory);
   const objectKey = (request: SignRequest): string => keyOf(request.repository, request.digest);
-  const byDigest = options.layout === undefined || options.layout === 'distribution';
-  return { keyOf, objectKey, cacheKey: byDigest ? (request) => request.digest : objectKey };
+  return { keyOf, objectKey, cacheKey: isDigestAddressed(options.layout) ? (request) => request.digest : objectKey };
 }
